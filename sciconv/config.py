@@ -1,0 +1,198 @@
+"""Load, complete and validate sciconv's configuration.
+
+Two kinds of file: the global `config/config.yaml` and one YAML per dataset.
+Both are checked against JSON schemas (draft 2020-12) kept in
+`workflow/schemas/`; the domain-specific sections of a dataset (source,
+preprocess, augment, baseline) take their schema from the domain module, so a
+new domain brings its own keys without touching the shared schema.
+
+Defaults live in the schemas (`default:`) and in the domain module, never in
+the code that reads the config: what a user does not write is filled in here,
+once, and every step sees the same resolved dictionary.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from sciconv.domains import available_domains, get_domain
+
+GLOBAL_CONFIG_PATH = Path("config/config.yaml")
+DOMAIN_SECTIONS = ("source", "preprocess", "augment", "baseline")
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing, unreadable or invalid; the message says what to change."""
+
+
+def load_schema(name: str) -> dict:
+    """Read `workflow/schemas/<name>.schema.yaml`.
+
+    From a source checkout (editable install) the file is read in place; a
+    wheel carries the same files as the package data `sciconv.schemas`.
+    """
+    in_tree = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / f"{name}.schema.yaml"
+    if in_tree.is_file():
+        return yaml.safe_load(in_tree.read_text())
+    return yaml.safe_load(resources.files("sciconv.schemas").joinpath(f"{name}.schema.yaml").read_text())
+
+
+def read_yaml(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def schema_defaults(schema: dict) -> dict:
+    """The nested dictionary of every `default:` an object schema declares."""
+    out: dict[str, Any] = {}
+    for key, sub in schema.get("properties", {}).items():
+        if "default" in sub:
+            out[key] = copy.deepcopy(sub["default"])
+        elif sub.get("type") == "object" and "properties" in sub:
+            nested = schema_defaults(sub)
+            if nested:
+                out[key] = nested
+    return out
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Return base updated by override, recursing into mappings (lists are replaced whole)."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    path = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    validator = error.validator
+    if validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        where = f"{path}." if path != "(top level)" else ""
+        return (f"key {', '.join(where + k for k in extra)} is not allowed; "
+                f"allowed keys here: {', '.join(allowed)}")
+    if validator == "enum":
+        return f"key {path}: {error.instance!r} is not one of the allowed values: {', '.join(map(str, error.validator_value))}"
+    if validator == "required":
+        return f"key {path}: {error.message}"
+    return f"key {path}: {error.message}"
+
+
+def validate(instance: dict, schema: dict, source: Path | str) -> None:
+    """Raise ConfigError listing every violation, each naming the file and the key path."""
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        lines = "\n".join(f"  - {_describe(e)}" for e in errors)
+        raise ConfigError(f"{source}: invalid configuration\n{lines}")
+
+
+def load_global(path: Path | str = GLOBAL_CONFIG_PATH, overrides: dict | None = None) -> dict:
+    """The validated global config with defaults filled in.
+
+    MLFLOW_TRACKING_URI in the environment wins over the file, as in MLflow itself.
+    """
+    schema = load_schema("config")
+    raw = read_yaml(Path(path)) if Path(path).exists() else {}
+    if not Path(path).exists() and overrides is None:
+        raise ConfigError(f"{path}: file not found (run from the project folder, or pass --config)")
+    cfg = deep_merge(schema_defaults(schema), raw)
+    cfg = deep_merge(cfg, overrides or {})
+    cfg.setdefault("datasets", [])
+    validate(cfg, {**schema, "required": []}, path)
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        cfg["mlflow_tracking_uri"] = os.environ["MLFLOW_TRACKING_URI"]
+    return cfg
+
+
+def dataset_schema(domain: str | None) -> dict:
+    """The dataset schema with the named domain's own sections plugged in."""
+    schema = load_schema("dataset")
+    props = schema["properties"]
+    props["domain"] = {**props["domain"], "enum": available_domains()}
+    if domain in available_domains():
+        module = get_domain(domain)
+        for section in DOMAIN_SECTIONS:
+            props[section] = module.SCHEMAS[section]
+    return schema
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """A dataset's resolved configuration and where it came from."""
+
+    name: str
+    path: Path
+    cfg: dict
+    global_cfg: dict
+
+    @property
+    def results_dir(self) -> Path:
+        return Path(self.global_cfg["results_dir"]) / self.name
+
+    @property
+    def domain(self):
+        return get_domain(self.cfg["domain"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.global_cfg["seed"])
+
+
+def resolve_dataset_path(name_or_path: str, global_cfg: dict) -> Path:
+    """A dataset name maps to <datasets_dir>/<name>.yaml; anything ending in .yaml/.yml is a path."""
+    if name_or_path.endswith((".yaml", ".yml")):
+        return Path(name_or_path)
+    return Path(global_cfg["datasets_dir"]) / f"{name_or_path}.yaml"
+
+
+def load_dataset(name_or_path: str, global_cfg: dict) -> DatasetConfig:
+    path = resolve_dataset_path(name_or_path, global_cfg)
+    raw = read_yaml(path)
+    domain = raw.get("domain")
+    if domain not in available_domains():
+        # Validate first against the bare schema so the error names the key and the choices.
+        validate(raw, dataset_schema(None), path)
+    module = get_domain(domain)
+    schema = dataset_schema(domain)
+    cfg = deep_merge(schema_defaults(schema), module.DEFAULTS)
+    cfg = deep_merge(cfg, raw)
+    validate(cfg, schema, path)
+    if cfg["task"] not in module.TASKS:
+        raise ConfigError(
+            f"{path}: key task: domain {domain!r} supports {', '.join(module.TASKS)}, not {cfg['task']!r}")
+    return DatasetConfig(name=path.stem, path=path, cfg=cfg, global_cfg=global_cfg)
+
+
+def flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}, the form MLflow params take."""
+    flat: dict[str, Any] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat

@@ -1,0 +1,31 @@
+"""Built-in domains, one module each.
+
+A domain module provides, and is the only place that knows:
+  TASKS, CLASS_NAMES      what it can be trained for and the mask/label classes
+  SCHEMAS                 JSON schemas of its source, preprocess, augment and baseline sections
+  DEFAULTS                its defaults for any dataset section (model, train, ...)
+  simulate(cfg, out_dir, seed) -> list of manifest rows
+  preprocess(image, meta, params) -> (image, attrs)
+  augment_transforms(params, keys) -> list of MONAI random dictionary transforms
+  baseline(image, attrs, cfg) -> prediction of the classical method (cfg: the resolved dataset config)
+
+Adding a domain is adding a module here and a dataset YAML that names it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from functools import cache
+from types import ModuleType
+
+
+@cache
+def available_domains() -> list[str]:
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def get_domain(name: str) -> ModuleType:
+    if name not in available_domains():
+        raise KeyError(f"unknown domain {name!r}; built-in domains: {', '.join(available_domains())}")
+    return importlib.import_module(f"{__name__}.{name}")

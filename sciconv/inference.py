@@ -1,0 +1,48 @@
+"""Load a trained model and run it on whole images (sliding window), the same way everywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sciconv import models
+
+
+def load_checkpoint(path: Path | str) -> dict:
+    # weights_only: a checkpoint is data; it must not be able to run code when loaded.
+    return torch.load(Path(path), map_location="cpu", weights_only=True)
+
+
+def load_model(path: Path | str, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    checkpoint = load_checkpoint(path)
+    net = models.build(checkpoint["model_args"])
+    net.load_state_dict(checkpoint["model_state"])
+    return net.to(device).eval(), checkpoint
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """The one mixed-precision switch: bf16 autocast on CUDA when supported, fp16 otherwise, nothing on CPU."""
+    if device.type != "cuda" or not enabled:
+        return torch.autocast("cpu", enabled=False)
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+@torch.no_grad()
+def segment_logits(net: torch.nn.Module, images: torch.Tensor, patch_size, device: torch.device,
+                   amp: bool = True) -> torch.Tensor:
+    """Logits over whole images (B, C, *spatial) by Gaussian-weighted sliding windows of the training patch size."""
+    from monai.inferers import sliding_window_inference
+
+    with autocast(device, amp):
+        logits = sliding_window_inference(images.to(device), roi_size=list(patch_size), sw_batch_size=8,
+                                          predictor=net, overlap=0.25, mode="gaussian")
+    return logits.float()
+
+
+def segment(net, image: np.ndarray, patch_size, device, amp: bool = True) -> np.ndarray:
+    """Integer class map of one image (C, *spatial)."""
+    logits = segment_logits(net, torch.from_numpy(np.ascontiguousarray(image))[None], patch_size, device, amp)
+    return logits.argmax(1)[0].cpu().numpy().astype(np.uint8)

@@ -1,0 +1,66 @@
+"""File readers, one per format, each returning (array, metadata), chosen by suffix.
+
+A reader module registers itself with `register(suffixes)`; `read(path)` picks
+the reader from the file name. Every reader returns images channels first,
+`(C, *spatial)`; `read_mask` drops the channel and checks for integer classes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+Reader = Callable[[Path], "tuple[np.ndarray, dict]"]
+_READERS: dict[str, Reader] = {}
+
+
+class ReadError(OSError):
+    """A file could not be read; the message names the file and the reason."""
+
+
+def register(*suffixes: str):
+    def wrap(func: Reader) -> Reader:
+        for suffix in suffixes:
+            _READERS[suffix.lower()] = func
+        return func
+    return wrap
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in sorted(_READERS, key=len, reverse=True):  # longest first: .fits.fz before .fz
+        if name.endswith(suffix):
+            return suffix
+    return path.suffix.lower()
+
+
+def reader_for(path: Path | str) -> Reader:
+    path = Path(path)
+    suffix = _suffix(path)
+    if suffix not in _READERS:
+        raise ReadError(f"{path}: no reader for files ending in {suffix!r}; "
+                        f"readable: {', '.join(sorted(_READERS))}")
+    return _READERS[suffix]
+
+
+def read(path: Path | str) -> tuple[np.ndarray, dict]:
+    """(image, metadata) with the image channels first."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReadError(f"{path}: file not found")
+    return reader_for(path)(path)
+
+
+def read_mask(path: Path | str) -> np.ndarray:
+    """A label mask: the spatial array with integer classes."""
+    image, _ = read(path)
+    mask = image[0] if image.shape[0] == 1 else image
+    if not np.all(np.equal(np.mod(mask, 1), 0)):
+        raise ReadError(f"{path}: a mask must hold integer class labels, found fractional values")
+    return mask.astype(np.int64)
+
+
+# Readers register on import.
+from sciconv.io import fits  # noqa: E402,F401

@@ -1,0 +1,129 @@
+"""Build MONAI networks from config, check input sizes, and inspect them (shapes, receptive field, parameters).
+
+A model is described by a plain dict of arguments (`model_args`) saved in every
+checkpoint, so a checkpoint rebuilds its network without the config that made it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+class ModelConfigError(ValueError):
+    """The configured network cannot take the configured input; the message says what to change."""
+
+
+def model_args(model_cfg: dict, spatial_dims: int, in_channels: int, out_channels: int) -> dict:
+    return {"name": model_cfg["name"], "spatial_dims": spatial_dims, "in_channels": in_channels,
+            "out_channels": out_channels, "channels": list(model_cfg["channels"]),
+            "strides": list(model_cfg["strides"]), "num_res_units": model_cfg["num_res_units"],
+            "dropout": model_cfg["dropout"], "norm": model_cfg["norm"]}
+
+
+def build(args: dict) -> nn.Module:
+    from monai.networks.nets import BasicUNet, UNet
+
+    if args["name"] == "unet":
+        if len(args["strides"]) != len(args["channels"]) - 1:
+            raise ModelConfigError(
+                f"model.strides needs len(model.channels) - 1 = {len(args['channels']) - 1} entries, "
+                f"got {len(args['strides'])}: one downsampling step between consecutive levels")
+        return UNet(spatial_dims=args["spatial_dims"], in_channels=args["in_channels"],
+                    out_channels=args["out_channels"], channels=args["channels"], strides=args["strides"],
+                    num_res_units=args["num_res_units"], dropout=args["dropout"], norm=args["norm"])
+    if args["name"] == "basic_unet":
+        if len(args["channels"]) != 6:
+            raise ModelConfigError(f"model.channels for basic_unet needs 6 feature sizes, got {len(args['channels'])}")
+        return BasicUNet(spatial_dims=args["spatial_dims"], in_channels=args["in_channels"],
+                         out_channels=args["out_channels"], features=args["channels"], dropout=args["dropout"],
+                         norm=args["norm"])
+    raise ModelConfigError(f"model.name {args['name']!r} is not built in")
+
+
+def downsampling_factor(args: dict) -> int:
+    """The product of all strides: every spatial size must be a multiple of it for the skips to line up."""
+    if args["name"] == "basic_unet":
+        return 2**4
+    return math.prod(args["strides"])
+
+
+def check_input_size(args: dict, size: list[int] | tuple[int, ...], what: str = "train.patch_size") -> None:
+    factor = downsampling_factor(args)
+    bad = [s for s in size if s % factor]
+    if bad:
+        suggestion = [max(factor, round(s / factor) * factor) for s in size]
+        raise ModelConfigError(
+            f"{what} {list(size)} does not fit the network: the {args['name']} downsamples by {factor} in all "
+            f"(strides {args['strides']}), so each size must be a multiple of {factor}; "
+            f"use for example {suggestion}, or change model.strides")
+
+
+@dataclass
+class LayerRow:
+    name: str
+    kind: str
+    output_shape: tuple
+    parameters: int
+    receptive_field: int
+
+
+def inspect(net: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[LayerRow], int, int]:
+    """Per-layer output shapes (from a forward pass) and the receptive field along the longest path.
+
+    The receptive field follows the convolutions in the order they run, which
+    for an encoder-decoder is the deepest path: r += (k - 1) * d * j, j *= s for
+    a convolution; j /= s for a transposed one (its kernel still widens r).
+    Residual shortcuts run in parallel with the main path and are skipped.
+    """
+    rows: list[LayerRow] = []
+    state = {"rf": 1.0, "jump": 1.0}
+    hooks = []
+
+    def hook(name):
+        # A residual shortcut runs beside the main convolution, not after it: it does not widen the field.
+        on_main_path = not name.split(".")[-1] in ("residual", "shortcut", "skip")
+
+        def record(module, _inputs, output):
+            if not on_main_path:
+                pass
+            elif isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+                                   nn.ConvTranspose3d)):
+                k, s, d = module.kernel_size[0], module.stride[0], module.dilation[0]
+                state["rf"] += (k - 1) * d * state["jump"]
+                state["jump"] = state["jump"] / s if module.transposed else state["jump"] * s
+            elif isinstance(module, (nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool2d, nn.AvgPool3d)):
+                k = module.kernel_size if isinstance(module.kernel_size, int) else module.kernel_size[0]
+                s = module.stride if isinstance(module.stride, int) else module.stride[0]
+                state["rf"] += (k - 1) * state["jump"]
+                state["jump"] *= s
+            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else ()
+            params = sum(p.numel() for p in module.parameters(recurse=False))
+            rows.append(LayerRow(name, type(module).__name__, shape, params, int(state["rf"])))
+        return record
+
+    for name, module in net.named_modules():
+        if not list(module.children()):
+            hooks.append(module.register_forward_hook(hook(name)))
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            net(torch.zeros(input_shape))
+    finally:
+        for handle in hooks:
+            handle.remove()
+        net.train(was_training)
+    total = sum(p.numel() for p in net.parameters())
+    return rows, int(state["rf"]), total
+
+
+def last_conv_before_output(net: nn.Module, input_shape: tuple[int, ...]) -> str:
+    """Name of the convolution that feeds the output layer: the usual Grad-CAM target for an encoder-decoder."""
+    convs = [row.name for row in inspect(net, input_shape)[0] if row.kind.startswith(("Conv", "ConvTranspose"))]
+    if len(convs) < 2:
+        raise ModelConfigError("the network has fewer than two convolutions; set explain.target_layer")
+    return convs[-2]

@@ -1,0 +1,32 @@
+"""inspect: conv arithmetic for the configured network and input, before any training."""
+
+from __future__ import annotations
+
+from sciconv import models
+from sciconv.config import DatasetConfig
+
+
+def input_shape(ds: DatasetConfig) -> tuple[int, ...]:
+    """(1, C, *patch): channels from the domain's preprocessing output (CCD frames: one)."""
+    channels = getattr(ds.domain, "IN_CHANNELS", 1)
+    return (1, channels, *ds.cfg["train"]["patch_size"])
+
+
+def run(ds: DatasetConfig) -> str:
+    shape = input_shape(ds)
+    args = models.model_args(ds.cfg["model"], len(shape) - 2, shape[1], len(ds.domain.CLASS_NAMES))
+    models.check_input_size(args, shape[2:])
+    net = models.build(args)
+    rows, receptive_field, total = models.inspect(net, shape)
+    lines = [f"{ds.name}: {args['name']} on input {list(shape)} (batch, channels, *patch)",
+             f"{'layer':<48} {'type':<18} {'output shape':<22} {'params':>9} {'RF':>5}"]
+    for row in rows:
+        if row.parameters or row.kind.startswith(("Conv", "ConvTranspose", "MaxPool")):
+            lines.append(f"{row.name:<48} {row.kind:<18} {str(list(row.output_shape)):<22} "
+                         f"{row.parameters:>9,} {row.receptive_field:>5}")
+    lines += [f"receptive field: {receptive_field} pixels along each axis (deepest path)",
+              f"parameters: {total:,}",
+              f"input sizes must be multiples of {models.downsampling_factor(args)}"]
+    text = "\n".join(lines)
+    print(text)
+    return text

@@ -1,0 +1,27 @@
+"""preprocess: ingested.h5 -> preprocessed.h5 with the domain's modality-aware preprocessing."""
+
+from __future__ import annotations
+
+import json
+
+from sciconv.config import DatasetConfig
+from sciconv.paths import DatasetPaths
+from sciconv.runtime import Progress, log
+from sciconv.store import Sample, StoreReader, StoreWriter
+
+
+def run(ds: DatasetConfig) -> None:
+    paths = DatasetPaths(ds.results_dir)
+    params = ds.cfg["preprocess"]
+    split = json.loads(paths.split.read_text())
+    with StoreReader(paths.ingested) as source, StoreWriter(
+            paths.preprocessed, domain=source.attrs["domain"], task=source.attrs["task"],
+            class_names=source.class_names, dataset=ds.name, stage="preprocessed",
+            preprocess=params, split_seed=split["seed"]) as out:
+        progress = Progress("preprocess", len(source.ids))
+        for done, sample in enumerate(source, start=1):  # streaming: one sample in memory at a time
+            image, extra = ds.domain.preprocess(sample.image, sample.attrs.get("meta", {}), params)
+            attrs = {k: v for k, v in sample.attrs.items() if k != "meta"}
+            out.add(Sample(sample.id, image, sample.mask, {**attrs, **extra}))
+            progress(done)
+    log.info("preprocessed %d samples into %s", out.count, paths.preprocessed)

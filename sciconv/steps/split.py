@@ -1,0 +1,81 @@
+"""split: a deterministic train/val/test split from the seed, grouped and stratified.
+
+Samples that share a `group` (a patient, an exposure, an observation) always
+land in the same set. Groups are stratified by a key: the class label for
+classification; for segmentation, the rarest foreground class a sample shows,
+so that every set sees the rare class.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+import numpy as np
+
+from sciconv.config import DatasetConfig
+from sciconv.paths import DatasetPaths
+from sciconv.runtime import atomic_write_json, derive_seed, log
+from sciconv.store import StoreReader
+
+
+def stratum_keys(store: StoreReader, task: str) -> dict[str, str]:
+    """The stratification key of each sample id."""
+    if task == "classification":
+        return {i: str(store.sample_attrs(i).get("label")) for i in store.ids}
+    if task != "segmentation":
+        return {i: "all" for i in store.ids}
+    present, totals = {}, Counter()
+    for sample in store:  # one sample in memory at a time
+        counts = np.bincount(sample.mask.ravel().astype(np.int64))
+        present[sample.id] = [c for c in range(1, len(counts)) if counts[c] > 0]
+        totals.update({c: int(counts[c]) for c in present[sample.id]})
+    return {i: str(min(classes, key=lambda c: totals[c])) if classes else "none" for i, classes in present.items()}
+
+
+def split_groups(groups: dict[str, str], val_fraction: float, test_fraction: float,
+                 seed: int) -> dict[str, list[str]]:
+    """Assign each group to train/val/test, per stratum, in proportion (val and test get at least one when possible)."""
+    rng = np.random.default_rng(seed)
+    by_stratum: dict[str, list[str]] = defaultdict(list)
+    for group, stratum in sorted(groups.items()):
+        by_stratum[stratum].append(group)
+    sets: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    carry = {"val": 0.0, "test": 0.0}
+    for stratum in sorted(by_stratum):
+        members = list(by_stratum[stratum])
+        rng.shuffle(members)
+        take = {}
+        for name, fraction in (("test", test_fraction), ("val", val_fraction)):
+            # Carry rounding remainders across strata so small strata do not all round to zero.
+            exact = len(members) * fraction + carry[name]
+            take[name] = int(np.floor(exact + 0.5))
+            carry[name] = exact - take[name]
+        if take["test"] + take["val"] >= len(members):
+            take["test"], take["val"] = min(take["test"], len(members) - 1), 0
+        sets["test"] += members[: take["test"]]
+        sets["val"] += members[take["test"]: take["test"] + take["val"]]
+        sets["train"] += members[take["test"] + take["val"]:]
+    for name in ("val", "test"):  # tiny datasets: never leave a set empty if train can spare one
+        if not sets[name] and len(sets["train"]) > 1:
+            sets[name].append(sets["train"].pop())
+    return sets
+
+
+def run(ds: DatasetConfig) -> None:
+    paths = DatasetPaths(ds.results_dir)
+    params = ds.cfg["split"]
+    with StoreReader(paths.ingested) as store:
+        keys = stratum_keys(store, ds.cfg["task"]) if params["stratify"] else {i: "all" for i in store.ids}
+        group_of = {i: str(store.sample_attrs(i).get("group", i)) for i in store.ids}
+    group_stratum: dict[str, str] = {}
+    for sample_id, group in group_of.items():
+        # A group takes the rarest key among its samples.
+        group_stratum[group] = min(group_stratum.get(group, keys[sample_id]), keys[sample_id])
+    seed = derive_seed(ds.seed, ds.name, "split")
+    group_sets = split_groups(group_stratum, params["val_fraction"], params["test_fraction"], seed)
+    set_of_group = {g: name for name, groups in group_sets.items() for g in groups}
+    split = {name: sorted(i for i, g in group_of.items() if set_of_group[g] == name) for name in group_sets}
+    counts = {name: dict(sorted(Counter(keys[i] for i in ids).items())) for name, ids in split.items()}
+    atomic_write_json(paths.split, {"seed": seed, "stratified_by": "label" if ds.cfg["task"] == "classification"
+                                    else "rarest class present", "strata": counts, **split})
+    log.info("split %s: train %d, val %d, test %d", ds.name, *(len(split[k]) for k in ("train", "val", "test")))

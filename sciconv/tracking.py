@@ -1,0 +1,146 @@
+"""MLflow: the store, one experiment per dataset, one run per training, batched logging, the model.
+
+A fresh sqlite store migrates its schema on first open, and several processes
+doing that at once race (seen with mlflow 3.17: 5 of 6 simultaneous openers
+fail). `ensure_store` creates it once, under a file lock; the workflow calls it
+in `onstart`, before any job runs, and every CLI step calls it too, so steps
+run by hand are safe as well.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from sciconv.runtime import log
+
+PIP_REQUIREMENTS_PACKAGES = ("torch", "monai", "numpy")
+
+
+def sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+@contextmanager
+def _file_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_store(uri: str) -> None:
+    """Create (and migrate) the tracking store once; a no-op when it exists."""
+    from mlflow.tracking import MlflowClient
+
+    db = sqlite_path(uri)
+    if db is None:
+        return  # a server or another backend manages its own schema
+    with _file_lock(db.with_name(db.name + ".lock")):
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+
+
+def retry(action, what: str, attempts: int = 5):
+    """Retry transient store errors (sqlite 'database is locked' under parallel jobs) with backoff."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import OperationalError
+
+    for attempt in range(attempts):
+        try:
+            return action()
+        except (MlflowException, OperationalError) as err:
+            if attempt == attempts - 1 or "locked" not in str(err).lower():
+                raise
+            wait = 0.5 * 2**attempt
+            log.warning("%s: store busy (%s); retrying in %.1f s", what, err, wait)
+            time.sleep(wait)
+
+
+class Tracker:
+    """One MLflow run of one dataset, resumable by id across steps (train, evaluate, explain)."""
+
+    def __init__(self, uri: str, results_root: Path | str, experiment: str):
+        import mlflow
+
+        ensure_store(uri)
+        self.uri = uri
+        self.client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+        mlflow.set_tracking_uri(uri)
+        found = retry(lambda: self.client.get_experiment_by_name(experiment), "get experiment")
+        if found is None:
+            artifacts = (Path(results_root) / "mlartifacts" / experiment).resolve().as_uri()
+            self.experiment_id = retry(lambda: self.client.create_experiment(experiment, artifact_location=artifacts),
+                                       "create experiment")
+        else:
+            self.experiment_id = found.experiment_id
+        self.run_id: str | None = None
+
+    def start(self, run_id: str | None = None, tags: dict | None = None, run_name: str | None = None) -> str:
+        if run_id is None:
+            run = retry(lambda: self.client.create_run(self.experiment_id, tags=tags or {}, run_name=run_name),
+                        "create run")
+            run_id = run.info.run_id
+        else:
+            self.client.update_run(run_id, status="RUNNING")
+        self.run_id = run_id
+        return run_id
+
+    def log_params(self, params: dict) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for start in range(0, len(items), 100):  # MLflow caps a batch at 100 params
+            retry(lambda: self.client.log_batch(self.run_id, params=items[start:start + 100]), "log params")
+
+    def log_metrics(self, metrics: dict, step: int = 0) -> None:
+        """All metrics of a step in one call (one sqlite transaction, not one per metric)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
+        retry(lambda: self.client.log_batch(self.run_id, metrics=batch), "log metrics")
+
+    def set_tags(self, tags: dict) -> None:
+        from mlflow.entities import RunTag
+
+        retry(lambda: self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()]),
+              "set tags")
+
+    def log_artifact(self, path: Path | str, artifact_path: str | None = None) -> None:
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_dict(self, data: dict, name: str) -> None:
+        self.client.log_text(self.run_id, json.dumps(data, indent=2, default=str), name)
+
+    def log_model(self, net, input_example) -> None:
+        """The network in MLflow's PyTorch flavour.
+
+        Pip requirements are given explicitly: inferring them imports the model
+        in a subprocess and takes over 10 s. The input example has a batch of
+        2: a batch of 1 would fix the exported (pt2) model's batch size at 1.
+        """
+        import mlflow
+        from importlib.metadata import version
+
+        requirements = [f"{name}=={version(name)}" for name in PIP_REQUIREMENTS_PACKAGES]
+        with mlflow.start_run(run_id=self.run_id, log_system_metrics=False):
+            mlflow.pytorch.log_model(net, name="model", input_example=input_example,
+                                     pip_requirements=requirements)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        retry(lambda: self.client.set_terminated(self.run_id, status=status), "end run")
+
+
+def tracking_uri(global_cfg: dict) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or global_cfg["mlflow_tracking_uri"]
