@@ -6,6 +6,7 @@ A domain module provides, and is the only place that knows:
   DEFAULTS                its defaults for any dataset section (model, train, ...)
   simulate(cfg, out_dir, seed) -> list of manifest rows
   preprocess(image, meta, params) -> (image, attrs)
+  input_channels(preprocess_params) -> channels the preprocessed image has
   augment_transforms(params, keys) -> list of MONAI random dictionary transforms
   baseline(image, attrs, cfg) -> prediction of the classical method (cfg: the resolved dataset config)
 

@@ -90,8 +90,11 @@ SCHEMAS = {
         "properties": {
             "clip_e": {"type": "array", "items": _num, "minItems": 2, "maxItems": 2, "default": [-30.0, 50000.0]},
             "scaling": {"type": "string", "enum": ["asinh", "linear"], "default": "asinh"},
-            "asinh_scale_e": {**_pos, "default": 20.0,
-                              "description": "linear below about this many electrons, logarithmic above: noise and alphas both stay visible"},
+            "asinh_scales_e": {
+                "type": "array", "items": _pos, "minItems": 1, "default": [20.0, 2000.0],
+                "description": "one input channel per scale, like several display windows in CT: asinh(x/s) is "
+                               "linear below s electrons and logarithmic above, so 20 e- shows faint pixels "
+                               "near the noise and 2000 e- keeps cluster charge (the energy) additive"},
         },
     },
     "augment": {
@@ -107,7 +110,10 @@ SCHEMAS = {
         "properties": {
             "low_sigma": {**_pos, "default": 3.0, "description": "hysteresis low threshold, in readout-noise sigmas"},
             "high_sigma": {**_pos, "default": 5.0},
-            "point_max_length_px": {**_pos, "default": 5.0},
+            "point_max_length_px": {**_pos, "default": 8.0,
+                                    "description": "longest point-like cluster; back-side X-rays (sigma ~1 px) reach ~7 px"},
+            "min_energy_kev": {**_nonneg, "default": 0.25,
+                               "description": "clusters below this are noise and hot pixels, not physics"},
             "xray_window_kev": {**_pos, "default": 0.6},
             "alpha_min_kev": {**_pos, "default": 1000.0},
             "xray_lines_kev": {"type": "array", "items": _pos, "default": [5.9]},
@@ -117,7 +123,10 @@ SCHEMAS = {
 }
 
 DEFAULTS = {
-    "model": {"name": "unet", "channels": [16, 32, 64, 128], "strides": [2, 2, 2], "num_res_units": 1},
+    # Batch norm, not instance norm: instance norm rescales every patch by its own
+    # statistics and so erases the absolute charge scale, which is the energy.
+    "model": {"name": "unet", "channels": [16, 32, 64, 128], "strides": [2, 2, 2], "num_res_units": 1,
+              "norm": "batch"},
     "train": {"patch_size": [64, 64], "class_sampling_ratios": [1, 4, 2, 1, 1]},
 }
 
@@ -350,26 +359,30 @@ def to_electrons(adu: np.ndarray, meta: dict) -> tuple[np.ndarray, float]:
     return electrons, float(noise)
 
 
-def _scale_factor(params: dict) -> float:
-    return math.asinh(params["clip_e"][1] / params["asinh_scale_e"])
+def input_channels(params: dict) -> int:
+    return 1 if params["scaling"] == "linear" else len(params["asinh_scales_e"])
 
 
 def scale(electrons: np.ndarray, params: dict) -> np.ndarray:
-    clipped = np.clip(electrons, *params["clip_e"])
+    """(H, W) electrons -> (C, H, W) network input in about [0, 1]."""
+    low, high = params["clip_e"]
+    clipped = np.clip(electrons, low, high)
     if params["scaling"] == "linear":
-        return clipped / params["clip_e"][1]
-    return np.arcsinh(clipped / params["asinh_scale_e"]) / _scale_factor(params)
+        return (clipped / high)[None]
+    return np.stack([np.arcsinh(clipped / s) / math.asinh(high / s) for s in params["asinh_scales_e"]])
 
 
 def unscale(scaled: np.ndarray, params: dict) -> np.ndarray:
-    """Electrons back from the network input (the baseline cuts on energy)."""
+    """Electrons back from the first channel of the network input (the baseline cuts on energy)."""
+    high = params["clip_e"][1]
     if params["scaling"] == "linear":
-        return scaled * params["clip_e"][1]
-    return np.sinh(scaled * _scale_factor(params)) * params["asinh_scale_e"]
+        return scaled[0] * high
+    s = params["asinh_scales_e"][0]
+    return np.sinh(scaled[0] * math.asinh(high / s)) * s
 
 
 def preprocess(image: np.ndarray, meta: dict, params: dict) -> tuple[np.ndarray, dict]:
-    electrons, noise = to_electrons(image, meta)
+    electrons, noise = to_electrons(image[0], meta)
     return scale(electrons, params).astype(np.float32), {"noise_e": noise}
 
 
@@ -399,15 +412,17 @@ def baseline(image: np.ndarray, attrs: dict, cfg: dict) -> np.ndarray:
     are tritium.
     """
     params = cfg["baseline"]
-    electrons = unscale(image[0], cfg["preprocess"])
+    electrons = unscale(image, cfg["preprocess"])
     noise = max(float(attrs.get("noise_e", 1.0)), 1e-3)
     mask = filters.apply_hysteresis_threshold(electrons, params["low_sigma"] * noise, params["high_sigma"] * noise)
     labels = measure.label(mask, connectivity=2)
     out = np.zeros(electrons.shape, dtype=np.uint8)
     lines = np.asarray(params["xray_lines_kev"], dtype=float)
     for region in measure.regionprops(labels, intensity_image=electrons):
-        energy_kev = region.intensity_image[region.image].sum() * EV_PER_PAIR / 1000.0
+        energy_kev = region.image_intensity[region.image].sum() * EV_PER_PAIR / 1000.0
         length = region.axis_major_length if region.area > 1 else 1.0
+        if energy_kev < params["min_energy_kev"]:
+            continue
         if energy_kev >= params["alpha_min_kev"] and region.eccentricity < 0.9:
             cls = ALPHA
         elif length > params["point_max_length_px"]:

@@ -37,10 +37,12 @@ def config_fingerprint(ds: DatasetConfig) -> str:
 def build_loss(name: str):
     from monai.losses import DiceCELoss, DiceLoss
 
+    # batch=True pools Dice over the whole batch: a rare class absent from one
+    # patch then does not contribute a meaningless 0-or-1 term per patch.
     if name == "dice_ce":
-        return DiceCELoss(to_onehot_y=True, softmax=True)
+        return DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
     if name == "dice":
-        return DiceLoss(to_onehot_y=True, softmax=True)
+        return DiceLoss(to_onehot_y=True, softmax=True, batch=True)
     ce = torch.nn.CrossEntropyLoss()
     return lambda logits, target: ce(logits, target[:, 0].long())
 
@@ -94,6 +96,7 @@ def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None
     scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
     loss_fn = build_loss(train_cfg["loss"])
 
+    paths.model_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = config_fingerprint(ds)
     start_epoch, best, best_state, run_id, history = 0, -math.inf, None, None, []
     if paths.checkpoint.is_file():

@@ -1,0 +1,43 @@
+"""Shared fixtures: the repository, and the real demo config shrunk to test size."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shrunk_ccd_config(n_frames: int = 12, size: int = 64, epochs: int = 2) -> dict:
+    """config/datasets/ccd_demo.yaml as shipped, made small: the test exercises the real config."""
+    cfg = yaml.safe_load((REPO / "config/datasets/ccd_demo.yaml").read_text())
+    cfg["source"]["n_frames"] = n_frames
+    cfg["source"]["frame_size"] = [size, size]
+    cfg["train"].update(epochs=epochs, patch_size=[32, 32], batch_size=8, patches_per_image=2)
+    cfg["explain"]["n_samples"] = 2
+    return cfg
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A project folder with config/config.yaml and one micro CCD dataset; cwd is moved there."""
+    (tmp_path / "config/datasets").mkdir(parents=True)
+    (tmp_path / "config/config.yaml").write_text(yaml.safe_dump({"datasets": ["ccd_micro"], "seed": 7,
+                                                                 "device": "cpu"}))
+    (tmp_path / "config/datasets/ccd_micro.yaml").write_text(yaml.safe_dump(shrunk_ccd_config()))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def tool_env():
+    """Environment for subprocesses: this interpreter's scripts (sciconv, snakemake) first on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env

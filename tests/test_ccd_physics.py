@@ -1,0 +1,121 @@
+"""The CCD simulator reproduces the physics it claims (numbers in sciconv/domains/ccd.py)."""
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from sciconv.config import schema_defaults
+from sciconv.domains import ccd
+
+
+def source(**overrides):
+    src = schema_defaults(ccd.SCHEMAS["source"])
+    src.update(overrides)
+    return src
+
+
+def quiet_source(**overrides):
+    """No events and no defects: only what the test adds."""
+    rates = {k: 0.0 for k in ("tritium", "xray", "muon", "electron", "alpha")}
+    return source(events_per_frame=rates, n_hot_pixels=0, hot_column_e=0.0, dark_current_e=0.0, **overrides)
+
+
+def test_readout_noise_and_gain_are_recovered_by_preprocessing():
+    src = quiet_source(readout_noise_e=3.0, gain_adu_per_e=4.0, frame_size=[256, 256])
+    rng = np.random.default_rng(1)
+    adu, mask, header = ccd.simulate_frame(src, rng, ccd.sensor_defects(src, rng))
+    meta = {k: v[0] for k, v in header.items()}
+    electrons, noise = ccd.to_electrons(adu, meta)
+    assert not mask.any()
+    # ADU are rounded: quantisation adds (1/gain)^2/12 in quadrature, negligible at gain 4.
+    assert noise == pytest.approx(3.0, rel=0.05)
+    assert electrons.std() == pytest.approx(3.0, rel=0.05)
+    assert abs(np.median(electrons)) < 0.2  # each amplifier's pedestal removed
+
+
+def test_pedestals_differ_per_amplifier_and_are_removed():
+    src = quiet_source(n_amplifiers=2)
+    rng = np.random.default_rng(2)
+    defects = ccd.sensor_defects(src, rng)
+    adu, _, header = ccd.simulate_frame(src, rng, defects)
+    left, right = np.median(adu[:, :64]), np.median(adu[:, 64:])
+    assert abs(left - right) > 5  # two amplifiers, two pedestals
+    electrons, _ = ccd.to_electrons(adu, {k: v[0] for k, v in header.items()})
+    assert abs(np.median(electrons[:, :64]) - np.median(electrons[:, 64:])) < 0.5
+
+
+def test_deposited_charge_matches_energy_over_pair_energy():
+    src = quiet_source(readout_noise_e=0.0)
+    frame = ccd._Frame(src, np.random.default_rng(3))
+    frame.deposit(np.array([960.0]), np.array([960.0]), np.array([300.0]), np.array([1570]), ccd.OTHER_POINT)
+    assert frame.charge.sum() == 1570  # every electron lands in the frame
+    n = ccd.ionisation_electrons(np.random.default_rng(4), np.full(20000, 5.9), fano=0.119)
+    assert n.mean() == pytest.approx(5900 / 3.749, rel=1e-3)  # 3.749 eV per pair
+    assert n.var() == pytest.approx(0.119 * 5900 / 3.749, rel=0.05)  # Fano-limited spread
+
+
+@pytest.mark.parametrize("depth_um", [50.0, 350.0, 650.0])
+def test_cluster_width_follows_the_diffusion_law(depth_um):
+    src = quiet_source(readout_noise_e=0.0)
+    frame = ccd._Frame(src, np.random.default_rng(5))
+    x = y = 64 * 15.0 + 7.5  # centre of a pixel
+    frame.deposit(np.array([x]), np.array([y]), np.array([depth_um]), np.array([200_000]), ccd.TRITIUM)
+    rows, cols = np.indices(frame.charge.shape)
+    w = frame.charge / frame.charge.sum()
+    var_px = (w * (cols - (w * cols).sum()) ** 2).sum()
+    sigma_px = ccd.diffusion_sigma_um(depth_um, src["diffusion_a_um2"], src["diffusion_b_per_um"]) / 15.0
+    # the variance a Gaussian centred on a pixel keeps after binning into whole pixels
+    k = np.arange(-20, 21)
+    p = norm.cdf((k + 0.5) / sigma_px) - norm.cdf((k - 0.5) / sigma_px)
+    assert var_px == pytest.approx((p * k**2).sum(), rel=0.05, abs=1e-3)
+
+
+def test_deeper_interactions_make_wider_clusters():
+    sigmas = ccd.diffusion_sigma_um(np.array([10.0, 300.0, 675.0]), 285.0, 8.2e-4)
+    assert np.all(np.diff(sigmas) > 0)
+    assert 0.8 < sigmas[-1] / 15.0 < 1.5  # about a pixel at the back of a 675 um device
+
+
+def test_tritium_spectrum_mean_and_endpoint():
+    energies = ccd.sample_beta_energies(np.random.default_rng(6), 200_000, 18.6)
+    assert energies.mean() == pytest.approx(5.7, abs=0.15)
+    assert energies.max() <= 18.6
+    assert ccd.electron_range_um(18.6) < 5.0  # far below a 15 um pixel: point-like
+
+
+def test_muon_deposits_about_80_electrons_per_micrometre():
+    src = quiet_source(readout_noise_e=0.0, frame_size=[512, 512])
+    rng = np.random.default_rng(7)
+    ratios = []
+    for _ in range(20):
+        frame = ccd._Frame(src, rng)
+        frame.add_muon()
+        if frame.charge.sum() and (frame.label == ccd.TRACK).any():
+            ratios.append(frame.charge.sum())
+    # at least the vertical crossing: 675 um x 80 e-/um when the track stays in the frame
+    assert np.median(ratios) >= 0.5 * 675 * 80
+
+
+def test_labels_cover_every_event_class_and_only_charged_pixels():
+    src = source(events_per_frame={"tritium": 5, "xray": 5, "muon": 1, "electron": 2, "alpha": 1})
+    rng = np.random.default_rng(8)
+    defects = ccd.sensor_defects(src, rng)
+    seen = set()
+    for _ in range(6):
+        adu, mask, header = ccd.simulate_frame(src, rng, defects)
+        electrons, _ = ccd.to_electrons(adu, {k: v[0] for k, v in header.items()})
+        seen |= set(np.unique(mask).tolist())
+        labelled = mask > 0
+        # labelled pixels got at least the labelling threshold (5 e-) of charge, up to noise
+        assert np.median(electrons[labelled]) > 5.0
+        assert labelled.mean() < 0.2  # events are sparse
+    assert seen == {0, 1, 2, 3, 4}
+
+
+def test_frames_are_deterministic_for_a_seed(tmp_path):
+    src = source(n_frames=3, frame_size=[32, 32])
+    rows_a = ccd.simulate(src, tmp_path / "a", seed=11)
+    rows_b = ccd.simulate(src, tmp_path / "b", seed=11)
+    assert rows_a == rows_b
+    for row in rows_a:
+        assert (tmp_path / "a" / row["image"]).read_bytes() == (tmp_path / "b" / row["image"]).read_bytes()

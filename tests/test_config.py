@@ -1,0 +1,76 @@
+"""Config validation: defaults filled, every mistake named by file, key path and allowed values."""
+
+import pytest
+import yaml
+
+from sciconv.config import ConfigError, load_dataset, load_global
+
+
+def write(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_defaults_fill_a_minimal_dataset(tmp_path):
+    g = load_global(write(tmp_path / "c.yaml", {"datasets": ["d"], "datasets_dir": str(tmp_path)}))
+    write(tmp_path / "d.yaml", {"domain": "ccd", "task": "segmentation", "source": {"kind": "simulate"}})
+    ds = load_dataset("d", g)
+    assert ds.name == "d"
+    assert ds.cfg["train"]["epochs"] >= 1
+    assert ds.cfg["source"]["pixel_size_um"] == 15.0  # from the domain's schema
+    assert ds.cfg["train"]["class_sampling_ratios"] == [1, 4, 2, 1, 1]  # from the domain's DEFAULTS
+    assert g["mlflow_tracking_uri"] == "sqlite:///results/mlflow.db"
+
+
+def test_unknown_key_names_file_path_and_allowed_keys(tmp_path):
+    g = load_global(write(tmp_path / "c.yaml", {"datasets": ["d"]}))
+    path = write(tmp_path / "d.yaml", {"domain": "ccd", "task": "segmentation",
+                                       "source": {"kind": "simulate"}, "train": {"epochz": 3}})
+    with pytest.raises(ConfigError) as err:
+        load_dataset(str(path), g)
+    message = str(err.value)
+    assert str(path) in message and "train.epochz" in message and "epochs" in message
+
+
+def test_bad_enum_lists_the_choices(tmp_path):
+    g = load_global(write(tmp_path / "c.yaml", {"datasets": ["d"]}))
+    path = write(tmp_path / "d.yaml", {"domain": "ccd", "task": "segmentation", "source": {"kind": "simulate"},
+                                       "model": {"name": "resnet9000"}})
+    with pytest.raises(ConfigError, match=r"model.name: 'resnet9000' is not one of .*unet"):
+        load_dataset(str(path), g)
+
+
+def test_domain_section_keys_are_checked_against_the_domain_schema(tmp_path):
+    g = load_global(write(tmp_path / "c.yaml", {"datasets": ["d"]}))
+    path = write(tmp_path / "d.yaml", {"domain": "ccd", "task": "segmentation",
+                                       "source": {"kind": "simulate", "readout_noise": 2}})
+    with pytest.raises(ConfigError, match="source.readout_noise is not allowed.*readout_noise_e"):
+        load_dataset(str(path), g)
+
+
+def test_unknown_domain_and_unsupported_task(tmp_path):
+    g = load_global(write(tmp_path / "c.yaml", {"datasets": ["d"]}))
+    path = write(tmp_path / "d.yaml", {"domain": "sonar", "task": "segmentation", "source": {"kind": "simulate"}})
+    with pytest.raises(ConfigError, match="domain: 'sonar' is not one of the allowed values: .*ccd"):
+        load_dataset(str(path), g)
+    path = write(tmp_path / "e.yaml", {"domain": "ccd", "task": "regression", "source": {"kind": "simulate"}})
+    with pytest.raises(ConfigError, match="task: domain 'ccd' supports segmentation"):
+        load_dataset(str(path), g)
+
+
+def test_global_config_errors(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="device: 'gpu' is not one of the allowed values: auto, cpu, cuda"):
+        load_global(write(tmp_path / "c.yaml", {"datasets": ["d"], "device": "gpu"}))
+    with pytest.raises(ConfigError, match="file not found"):
+        load_global(tmp_path / "missing.yaml")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
+    assert load_global(write(tmp_path / "ok.yaml", {"datasets": ["d"]}))["mlflow_tracking_uri"] == "sqlite:///elsewhere.db"
+
+
+def test_shipped_configs_are_valid():
+    from conftest import REPO
+
+    g = load_global(REPO / "config/config.yaml")
+    for name in g["datasets"]:
+        assert load_dataset(str(REPO / "config/datasets" / f"{name}.yaml"), g).cfg["domain"]

@@ -1,0 +1,87 @@
+"""Network building and conv arithmetic; the command line."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from sciconv import models
+from sciconv.cli import STEPS, main
+
+
+def unet_args(**overrides):
+    args = {"name": "unet", "spatial_dims": 2, "in_channels": 1, "out_channels": 5, "channels": [8, 16, 32],
+            "strides": [2, 2], "num_res_units": 1, "dropout": 0.0, "norm": "batch"}
+    return args | overrides
+
+
+def test_receptive_field_of_a_plain_conv_stack():
+    # two 3x3 convs (RF 5), a stride-2 3x3 conv (RF 7, jump 2), another 3x3 conv (RF 11)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(2, 2, 3, padding=1),
+                        nn.Conv2d(2, 2, 3, stride=2, padding=1), nn.Conv2d(2, 2, 3, padding=1))
+    rows, receptive_field, total = models.inspect(net, (1, 1, 16, 16))
+    assert receptive_field == 11
+    assert [r.output_shape for r in rows][-1] == (1, 2, 8, 8)
+    assert total == sum(p.numel() for p in net.parameters())
+
+
+def test_unet_output_matches_input_and_size_check_explains_the_fix():
+    net = models.build(unet_args())
+    assert net(torch.zeros(2, 1, 32, 32)).shape == (2, 5, 32, 32)
+    models.check_input_size(unet_args(), [32, 32])
+    with pytest.raises(models.ModelConfigError, match=r"multiple of 4.*\[36, 36\]"):
+        models.check_input_size(unet_args(), [38, 38])
+
+
+def test_mismatched_strides_are_reported():
+    with pytest.raises(models.ModelConfigError, match="len\\(model.channels\\) - 1"):
+        models.build(unet_args(strides=[2]))
+
+
+def test_help_for_every_step():
+    out = subprocess.run([sys.executable, "-m", "sciconv.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for step in STEPS:
+        assert step in out.stdout
+        step_help = subprocess.run([sys.executable, "-m", "sciconv.cli", step, "--help"],
+                                   capture_output=True, text=True)
+        assert step_help.returncode == 0 and "dataset" in step_help.stdout
+
+
+def test_inspect_prints_shapes_and_stops_on_a_bad_patch(project, capsys):
+    assert main(["inspect", "ccd_micro"]) == 0
+    out = capsys.readouterr().out
+    assert "receptive field" in out and "parameters" in out
+    bad = (project / "config/datasets/ccd_micro.yaml").read_text().replace("- 32\n  - 32", "- 30\n  - 30")
+    (project / "config/datasets/ccd_micro.yaml").write_text(bad)
+    assert main(["inspect", "ccd_micro"]) == 2
+    assert "multiple of 8" in capsys.readouterr().err
+
+
+def test_config_error_exits_2_with_the_key(project, capsys):
+    path = project / "config/datasets/ccd_micro.yaml"
+    path.write_text(path.read_text() + "\nlearning_rate: 0.1\n")
+    assert main(["ingest", "ccd_micro"]) == 2
+    err = capsys.readouterr().err
+    assert "ccd_micro.yaml" in err and "learning_rate is not allowed" in err
+
+
+def test_steps_run_without_snakemake_and_resume_training(project, caplog):
+    """simulate..explain through the CLI; a second train resumes from last.pt instead of starting over."""
+    import json
+    import logging
+
+    caplog.set_level(logging.INFO, logger="sciconv")
+    assert main(["run", "ccd_micro", "--device", "cpu", "--threads", "1"]) == 0
+    metrics = json.loads((project / "results/ccd_micro/metrics.json").read_text())
+    assert metrics["n_test"] >= 1
+    # Pretend the job died after epoch 1 of 2: roll the checkpoint back and train again.
+    checkpoint_path = project / "results/ccd_micro/model/last.pt"
+    state = torch.load(checkpoint_path, weights_only=True)
+    state["epoch"], state["history"] = 0, state["history"][:1]
+    torch.save(state, checkpoint_path)
+    caplog.clear()
+    assert main(["train", "ccd_micro", "--device", "cpu", "--threads", "1"]) == 0
+    assert any("resuming from" in r.message and "epoch 2 of 2" in r.getMessage() for r in caplog.records)

@@ -1,0 +1,78 @@
+"""End to end: the real Snakemake workflow on a shrunk demo config, with a real MLflow sqlite store."""
+
+import json
+import subprocess
+
+import pytest
+import yaml
+from conftest import REPO
+
+pytestmark = pytest.mark.e2e
+
+
+def snakemake(project, env, *args, timeout=900):
+    return subprocess.run(["snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(project), *args],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_workflow_produces_every_output_and_logs_to_mlflow(project, tool_env):
+    run = snakemake(project, tool_env, "--cores", "2")
+    assert run.returncode == 0, run.stderr[-4000:]
+    root = project / "results/ccd_micro"
+    for name in ("raw/manifest.csv", "ingested.h5", "split.json", "preprocessed.h5", "model/model.pt",
+                 "metrics.json"):
+        assert (root / name).is_file(), name
+    for step in ("simulate", "ingest", "split", "preprocess", "train", "evaluate", "explain"):
+        assert (project / f"logs/{step}/ccd_micro.log").is_file(), step
+    saliency = sorted((root / "saliency").glob("*.png"))
+    assert len(saliency) == 2
+
+    metrics = json.loads((root / "metrics.json").read_text())
+    expected = {f"dice_{c}" for c in ("tritium", "other_point", "track", "alpha")} | {
+        "dice_mean", "iou_mean", "baseline_dice_tritium", "baseline_dice_mean", "n_test", "mlflow_run_id"}
+    assert expected <= set(metrics)
+    assert 0.0 <= metrics["baseline_dice_mean"] <= 1.0 and metrics["n_test"] >= 1
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project}/results/mlflow.db")
+    run_info = client.get_run(metrics["mlflow_run_id"])
+    assert run_info.info.status == "FINISHED"
+    assert run_info.data.tags["dataset"] == "ccd_micro" and run_info.data.tags["domain"] == "ccd"
+    assert "git_commit" in run_info.data.tags and run_info.data.params["train.epochs"] == "2"
+    assert len(client.get_metric_history(run_info.info.run_id, "train_loss")) == 2  # one point per epoch
+    assert run_info.data.metrics["test_dice_mean"] == pytest.approx(metrics["dice_mean"])
+    artifacts = {a.path for a in client.list_artifacts(run_info.info.run_id)}
+    assert {"saliency", "evaluation", "config", "split", "checkpoint"} <= artifacts
+    assert len(client.list_artifacts(run_info.info.run_id, "saliency")) == 2
+    model = mlflow.pytorch.load_model(f"runs:/{run_info.info.run_id}/model") if False else None  # noqa
+    logged = mlflow.search_logged_models(experiment_ids=[run_info.info.experiment_id], output_format="list")
+    assert logged, "the model was not logged"
+    mlflow.set_tracking_uri(f"sqlite:///{project}/results/mlflow.db")
+    import numpy as np
+    import torch
+
+    net = mlflow.pytorch.load_model(f"models:/{logged[0].model_id}")
+    out = net(torch.zeros(2, 1, 32, 32)) if isinstance(net, torch.nn.Module) else net.module()(torch.zeros(2, 1, 32, 32))
+    assert tuple(out.shape) == (2, 5, 32, 32) and np.isfinite(out.detach().numpy()).all()
+
+    again = snakemake(project, tool_env, "--cores", "2", "--dry-run")
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_bad_config_stops_before_any_job(project, tool_env):
+    path = project / "config/datasets/ccd_micro.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    cfg["train"]["optimiser"] = "adam"
+    path.write_text(yaml.safe_dump(cfg))
+    run = snakemake(project, tool_env, "--cores", "1")
+    assert run.returncode != 0
+    assert "ccd_micro.yaml" in run.stderr and "train.optimiser is not allowed" in run.stderr
+    assert not (project / "results/ccd_micro").exists()
+
+
+def test_lint_is_clean(tool_env, tmp_path):
+    run = subprocess.run(["snakemake", "--lint"], cwd=REPO, capture_output=True, text=True, env=tool_env,
+                         timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

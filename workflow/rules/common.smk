@@ -1,0 +1,65 @@
+# Config loading, the dataset list and input functions shared by all rules.
+import shutil
+import subprocess
+
+from snakemake.exceptions import WorkflowError
+
+from sciconv.config import ConfigError, load_dataset, load_global
+from sciconv.tracking import ensure_store, tracking_uri
+
+# The global config file sciconv's own commands should read: the one given to Snakemake.
+GLOBAL_CONFIG = workflow.configfiles[-1] if workflow.configfiles else "config/config.yaml"
+
+try:
+    # Validate every dataset now, at parse time: a bad key stops the run before any job.
+    SCICONV = load_global(GLOBAL_CONFIG, overrides=dict(config))
+    DATASETS = {name: load_dataset(name, SCICONV) for name in SCICONV["datasets"]}
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
+
+RESULTS = SCICONV["results_dir"]
+ENV = "../envs/sciconv.yaml"
+
+
+def count_gpus():
+    """GPUs on this machine, from nvidia-smi (cheap: no torch import at parse time)."""
+    if SCICONV["gpus"] is not None:
+        return SCICONV["gpus"]
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(line.startswith("GPU ") for line in listing.stdout.splitlines())
+
+
+N_GPUS = count_gpus()
+TRAIN_ON_GPU = SCICONV["device"] == "cuda" or (SCICONV["device"] == "auto" and N_GPUS > 0)
+if "gpu" not in workflow.global_resources:
+    # Locally Snakemake treats an undeclared resource as unlimited; cap it at the GPUs present
+    # (at least one when CUDA is requested) so GPU jobs never share a device by accident.
+    workflow.register_resource("gpu", max(N_GPUS, 1 if TRAIN_ON_GPU else 0))
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS) or "no-datasets-configured",
+
+
+def dataset_yaml(wildcards):
+    return str(DATASETS[wildcards.dataset].path)
+
+
+def raw_input(wildcards):
+    """Simulated datasets ingest the simulator's manifest; others read their own files."""
+    if DATASETS[wildcards.dataset].cfg["source"]["kind"] == "simulate":
+        return f"{RESULTS}/{wildcards.dataset}/raw/manifest.csv"
+    return []
+
+
+def final_outputs():
+    return [f"{RESULTS}/{name}/{leaf}" for name in DATASETS for leaf in ("metrics.json", "saliency")]
+
+
+def ensure_tracking_store():
+    ensure_store(tracking_uri(SCICONV))
