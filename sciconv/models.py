@@ -17,6 +17,10 @@ class ModelConfigError(ValueError):
     """The configured network cannot take the configured input; the message says what to change."""
 
 
+def _norm(name: str):
+    return None if name == "none" else name
+
+
 def model_args(model_cfg: dict, spatial_dims: int, in_channels: int, out_channels: int) -> dict:
     return {"name": model_cfg["name"], "spatial_dims": spatial_dims, "in_channels": in_channels,
             "out_channels": out_channels, "channels": list(model_cfg["channels"]),
@@ -34,13 +38,13 @@ def build(args: dict) -> nn.Module:
                 f"got {len(args['strides'])}: one downsampling step between consecutive levels")
         return UNet(spatial_dims=args["spatial_dims"], in_channels=args["in_channels"],
                     out_channels=args["out_channels"], channels=args["channels"], strides=args["strides"],
-                    num_res_units=args["num_res_units"], dropout=args["dropout"], norm=args["norm"])
+                    num_res_units=args["num_res_units"], dropout=args["dropout"], norm=_norm(args["norm"]))
     if args["name"] == "basic_unet":
         if len(args["channels"]) != 6:
             raise ModelConfigError(f"model.channels for basic_unet needs 6 feature sizes, got {len(args['channels'])}")
         return BasicUNet(spatial_dims=args["spatial_dims"], in_channels=args["in_channels"],
                          out_channels=args["out_channels"], features=args["channels"], dropout=args["dropout"],
-                         norm=args["norm"])
+                         norm=_norm(args["norm"]))
     raise ModelConfigError(f"model.name {args['name']!r} is not built in")
 
 

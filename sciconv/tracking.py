@@ -123,19 +123,28 @@ class Tracker:
     def log_dict(self, data: dict, name: str) -> None:
         self.client.log_text(self.run_id, json.dumps(data, indent=2, default=str), name)
 
-    def log_model(self, net, input_example) -> None:
-        """The network in MLflow's PyTorch flavour.
+    def log_model(self, net, input_example, output_channels: int) -> None:
+        """The network in MLflow's PyTorch flavour (torch.export, "pt2").
 
         Pip requirements are given explicitly: inferring them imports the model
         in a subprocess and takes over 10 s. The input example has a batch of
-        2: a batch of 1 would fix the exported (pt2) model's batch size at 1.
+        2, since a batch of 1 would fix the exported model's batch size at 1;
+        the signature marks batch and spatial sizes as free (-1) so the logged
+        model takes whole frames, not only training patches.
         """
         import mlflow
+        import numpy as np
         from importlib.metadata import version
+        from mlflow.models import ModelSignature
+        from mlflow.types import Schema, TensorSpec
 
+        free = (-1,) * (input_example.ndim - 2)
+        signature = ModelSignature(
+            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, input_example.shape[1], *free))]),
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, output_channels, *free))]))
         requirements = [f"{name}=={version(name)}" for name in PIP_REQUIREMENTS_PACKAGES]
         with mlflow.start_run(run_id=self.run_id, log_system_metrics=False):
-            mlflow.pytorch.log_model(net, name="model", input_example=input_example,
+            mlflow.pytorch.log_model(net, name="model", input_example=input_example, signature=signature,
                                      pip_requirements=requirements)
 
     def finish(self, status: str = "FINISHED") -> None:

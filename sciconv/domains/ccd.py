@@ -88,13 +88,24 @@ SCHEMAS = {
     "preprocess": {
         "type": "object", "additionalProperties": False,
         "properties": {
-            "clip_e": {"type": "array", "items": _num, "minItems": 2, "maxItems": 2, "default": [-30.0, 50000.0]},
-            "scaling": {"type": "string", "enum": ["asinh", "linear"], "default": "asinh"},
-            "asinh_scales_e": {
-                "type": "array", "items": _pos, "minItems": 1, "default": [20.0, 2000.0],
-                "description": "one input channel per scale, like several display windows in CT: asinh(x/s) is "
-                               "linear below s electrons and logarithmic above, so 20 e- shows faint pixels "
-                               "near the noise and 2000 e- keeps cluster charge (the energy) additive"},
+            "channels": {
+                "type": "array", "minItems": 1,
+                "description": "network input channels, each a view of the frame in electrons, like several "
+                               "display windows in CT; the first must be asinh (the baseline reads charge from it)",
+                "items": {
+                    "type": "object", "additionalProperties": False, "required": ["kind", "scale_e", "max_e"],
+                    "properties": {
+                        "kind": {"type": "string", "enum": ["asinh", "linear"]},
+                        "scale_e": {**_pos, "description": "asinh: linear below this, logarithmic above; "
+                                                           "linear: the unit (266.7 e- = 1 keV)"},
+                        "max_e": {**_pos, "description": "charge per pixel is clipped here"},
+                    },
+                },
+                # asinh(x / 20 e-) shows faint pixels near the noise and keeps alphas in range; a linear
+                # channel in keV keeps cluster charge additive, so the energy of a cluster is a sum.
+                "default": [{"kind": "asinh", "scale_e": 20.0, "max_e": 50000.0},
+                            {"kind": "linear", "scale_e": 1000.0 / EV_PER_PAIR, "max_e": 20000.0 / EV_PER_PAIR}],
+            },
         },
     },
     "augment": {
@@ -360,25 +371,26 @@ def to_electrons(adu: np.ndarray, meta: dict) -> tuple[np.ndarray, float]:
 
 
 def input_channels(params: dict) -> int:
-    return 1 if params["scaling"] == "linear" else len(params["asinh_scales_e"])
+    return len(params["channels"])
 
 
 def scale(electrons: np.ndarray, params: dict) -> np.ndarray:
-    """(H, W) electrons -> (C, H, W) network input in about [0, 1]."""
-    low, high = params["clip_e"]
-    clipped = np.clip(electrons, low, high)
-    if params["scaling"] == "linear":
-        return (clipped / high)[None]
-    return np.stack([np.arcsinh(clipped / s) / math.asinh(high / s) for s in params["asinh_scales_e"]])
+    """(H, W) electrons -> (C, H, W) network input, one channel per configured view."""
+    views = []
+    for channel in params["channels"]:
+        clipped = np.minimum(electrons, channel["max_e"]) / channel["scale_e"]
+        if channel["kind"] == "asinh":
+            views.append(np.arcsinh(clipped) / math.asinh(channel["max_e"] / channel["scale_e"]))
+        else:
+            views.append(clipped)
+    return np.stack(views)
 
 
 def unscale(scaled: np.ndarray, params: dict) -> np.ndarray:
     """Electrons back from the first channel of the network input (the baseline cuts on energy)."""
-    high = params["clip_e"][1]
-    if params["scaling"] == "linear":
-        return scaled[0] * high
-    s = params["asinh_scales_e"][0]
-    return np.sinh(scaled[0] * math.asinh(high / s)) * s
+    first = params["channels"][0]
+    value = scaled[0] * (math.asinh(first["max_e"] / first["scale_e"]) if first["kind"] == "asinh" else 1.0)
+    return (np.sinh(value) if first["kind"] == "asinh" else value) * first["scale_e"]
 
 
 def preprocess(image: np.ndarray, meta: dict, params: dict) -> tuple[np.ndarray, dict]:

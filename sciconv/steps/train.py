@@ -172,6 +172,6 @@ def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None
                                                       "tracking_uri": tracker.uri})
     example = np.stack([train_records[i % len(train_records)]["image"][(slice(None),) + tuple(
         slice(0, s) for s in patch_size)] for i in range(2)]).astype(np.float32)
-    tracker.log_model(net.cpu().eval(), example)
+    tracker.log_model(net.cpu().eval(), example, num_classes)
     tracker.log_artifact(paths.model, "checkpoint")
     log.info("best val_dice_mean %.4f; model written to %s (MLflow run %s)", best, paths.model, run_id)
