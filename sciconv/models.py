@@ -126,8 +126,14 @@ def inspect(net: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[LayerRow
 
 
 def last_conv_before_output(net: nn.Module, input_shape: tuple[int, ...]) -> str:
-    """Name of the convolution that feeds the output layer: the usual Grad-CAM target for an encoder-decoder."""
-    convs = [row.name for row in inspect(net, input_shape)[0] if row.kind.startswith(("Conv", "ConvTranspose"))]
-    if len(convs) < 2:
-        raise ModelConfigError("the network has fewer than two convolutions; set explain.target_layer")
-    return convs[-2]
+    """The last convolution that still computes features, not class maps: the usual Grad-CAM target.
+
+    Layers whose outputs have as many channels as the network's output belong to the output head
+    (MONAI's UNet builds its last up-sampling step with the class count already).
+    """
+    rows = [row for row in inspect(net, input_shape)[0] if row.kind.startswith(("Conv", "ConvTranspose"))]
+    head_channels = rows[-1].output_shape[1] if rows else None
+    features = [row.name for row in rows if row.output_shape[1] != head_channels]
+    if not features:
+        raise ModelConfigError("no feature convolution found before the output; set explain.target_layer")
+    return features[-1]

@@ -1,8 +1,10 @@
 """Saliency for segmentation networks over monai.visualize, and its rendering.
 
-Grad-CAM needs one score per class; a segmenter gives a map per class. The
-wrapper reduces each class's logit map to its spatial mean, so Grad-CAM for
-class c shows which regions raise the network's belief in c across the image.
+Grad-CAM needs one score per class; a segmenter gives a map per class. As in
+Seg-Grad-CAM (Vinogradova et al. 2020, arXiv:2002.11434) the wrapper reduces
+each class's logit map to its mean over the pixels predicted as that class
+(over the whole image when there are none), so Grad-CAM for class c shows
+what made the network find the c regions it found.
 """
 
 from __future__ import annotations
@@ -21,20 +23,32 @@ from torch import nn  # noqa: E402
 class ClassScores(nn.Module):
     """(B, C, *spatial) logits -> (B, C) scores, so classifier saliency methods apply to a segmenter."""
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, regions: torch.Tensor | None = None):
         super().__init__()
         self.net = net
+        self.regions = regions  # (C, *spatial) weights, each summing to 1; None = plain spatial mean
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).flatten(2).mean(-1)
+        logits = self.net(x)
+        if self.regions is None:
+            return logits.flatten(2).mean(-1)
+        return (logits * self.regions.to(logits.device)).flatten(2).sum(-1)
 
 
-def class_saliency(net: nn.Module, image: np.ndarray, classes: list[int], method: str,
+def predicted_regions(prediction: np.ndarray, num_classes: int) -> torch.Tensor:
+    """Per class, uniform weights over its predicted pixels (over all pixels when it was not predicted)."""
+    regions = np.stack([(prediction == c) if (prediction == c).any() else np.ones_like(prediction, bool)
+                        for c in range(num_classes)]).astype(np.float32)
+    return torch.from_numpy(regions / regions.reshape(num_classes, -1).sum(1).reshape(-1, *[1] * prediction.ndim))
+
+
+def class_saliency(net: nn.Module, image: np.ndarray, prediction: np.ndarray, num_classes: int, method: str,
                    target_layer: str, patch_size) -> dict[int, np.ndarray]:
-    """One map in [0, 1] per requested class, the image's spatial shape."""
+    """One map in [0, 1] per foreground class, the image's spatial shape."""
     from monai.visualize import GradCAM, OcclusionSensitivity
 
-    wrapper = ClassScores(net).eval()
+    classes = list(range(1, num_classes))
+    wrapper = ClassScores(net, predicted_regions(prediction, num_classes)).eval()
     x = torch.from_numpy(np.ascontiguousarray(image))[None].float()
     maps = {}
     if method == "gradcam":
@@ -68,7 +82,8 @@ def render_segmentation(path: Path, image: np.ndarray, truth: np.ndarray, predic
         ax.set_title(name)
     for ax, (c, saliency) in zip(axes[3:], maps.items()):
         ax.imshow(shown, cmap="gray", vmin=lo, vmax=hi)
-        im = ax.imshow(saliency, cmap="inferno", alpha=0.55, vmin=0, vmax=1)
+        # opacity follows saliency: the frame stays readable where the map is near zero
+        im = ax.imshow(saliency, cmap="inferno", alpha=np.clip(saliency, 0, 1) * 0.8, vmin=0, vmax=1)
         if (truth == c).any():
             ax.contour(truth == c, levels=[0.5], colors="cyan", linewidths=0.8)
         ax.set_title(f"saliency: {class_names[c]}")

@@ -35,7 +35,7 @@ def run(ds: DatasetConfig, device: str | None = None) -> None:
     paths.saliency.mkdir(parents=True, exist_ok=True)
     for record in pick_samples(test, len(class_names), params["n_samples"]):
         prediction = segment(net, record["image"], patch_size, dev, amp=False)
-        maps = class_saliency(net.cpu(), record["image"], list(range(1, len(class_names))), params["method"],
+        maps = class_saliency(net.cpu(), record["image"], prediction, len(class_names), params["method"],
                               target_layer, patch_size)
         net = net.to(dev)
         render_segmentation(paths.saliency / f"{record['id']}.png", record["image"], record["mask"][0], prediction,
