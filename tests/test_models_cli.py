@@ -84,4 +84,4 @@ def test_steps_run_without_snakemake_and_resume_training(project, caplog):
     torch.save(state, checkpoint_path)
     caplog.clear()
     assert main(["train", "ccd_micro", "--device", "cpu", "--threads", "1"]) == 0
-    assert any("resuming from" in r.message and "epoch 2 of 2" in r.getMessage() for r in caplog.records)
+    assert any("resuming from" in r.getMessage() and "epoch 2 of 2" in r.getMessage() for r in caplog.records)

@@ -134,10 +134,13 @@ SCHEMAS = {
 }
 
 DEFAULTS = {
-    # Batch norm, not instance norm: instance norm rescales every patch by its own
-    # statistics and so erases the absolute charge scale, which is the energy.
-    "model": {"name": "unet", "channels": [16, 32, 64, 128], "strides": [2, 2, 2], "num_res_units": 1,
-              "norm": "batch"},
+    # No feature normalisation: instance norm rescales every patch by its own statistics and so
+    # erases the absolute charge scale, which is the energy; batch norm's running statistics,
+    # gathered on event-centred patches, do not match whole frames at evaluation.
+    # strides [1, 2, 2]: the first level stays at full resolution, where faint cluster edges
+    # (single pixels a few electrons above the noise) are decided.
+    "model": {"name": "unet", "channels": [16, 32, 64, 128], "strides": [1, 2, 2], "num_res_units": 1,
+              "norm": "none"},
     "train": {"patch_size": [64, 64], "class_sampling_ratios": [1, 4, 2, 1, 1]},
 }
 
