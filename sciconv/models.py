@@ -59,11 +59,12 @@ def check_input_size(args: dict, size: list[int] | tuple[int, ...], what: str = 
     factor = downsampling_factor(args)
     bad = [s for s in size if s % factor]
     if bad:
-        suggestion = [max(factor, round(s / factor) * factor) for s in size]
+        smaller = [max(factor, s // factor * factor) for s in size]
+        larger = [-(-s // factor) * factor for s in size]
         raise ModelConfigError(
             f"{what} {list(size)} does not fit the network: the {args['name']} downsamples by {factor} in all "
             f"(strides {args['strides']}), so each size must be a multiple of {factor}; "
-            f"use for example {suggestion}, or change model.strides")
+            f"use for example {smaller} or {larger}, or change model.strides")
 
 
 @dataclass

@@ -56,7 +56,10 @@ def class_saliency(net: nn.Module, image: np.ndarray, prediction: np.ndarray, nu
         for c in classes:
             maps[c] = cam(x, class_idx=c)[0, 0].detach().cpu().numpy()
     else:
-        occlusion = OcclusionSensitivity(wrapper, mask_size=[max(3, s // 16) for s in patch_size], n_batch=16)
+        # Windows of an eighth of the patch with little overlap: each window costs a forward pass
+        # over the whole image, so the defaults (60% overlap) take minutes per frame on a CPU.
+        occlusion = OcclusionSensitivity(wrapper, mask_size=[max(3, s // 8) for s in patch_size], n_batch=16,
+                                         overlap=0.25, verbose=False, activate=False)
         with torch.no_grad():
             sensitivity, _ = occlusion(x)
         for c in classes:
