@@ -57,7 +57,7 @@ def test_inspect_prints_shapes_and_stops_on_a_bad_patch(project, capsys):
     bad = (project / "config/datasets/ccd_micro.yaml").read_text().replace("- 32\n  - 32", "- 30\n  - 30")
     (project / "config/datasets/ccd_micro.yaml").write_text(bad)
     assert main(["inspect", "ccd_micro"]) == 2
-    assert "multiple of 8" in capsys.readouterr().err
+    assert "multiple of 4" in capsys.readouterr().err  # strides [1, 2, 2]
 
 
 def test_config_error_exits_2_with_the_key(project, capsys):
