@@ -114,14 +114,13 @@ def load_global(path: Path | str = GLOBAL_CONFIG_PATH, overrides: dict | None = 
 
     MLFLOW_TRACKING_URI in the environment wins over the file, as in MLflow itself.
     """
-    schema = load_schema("config")
-    raw = read_yaml(Path(path)) if Path(path).exists() else {}
-    if not Path(path).exists() and overrides is None:
+    path = Path(path)
+    if not path.exists() and overrides is None:
         raise ConfigError(f"{path}: file not found (run from the project folder, or pass --config)")
-    cfg = deep_merge(schema_defaults(schema), raw)
-    cfg = deep_merge(cfg, overrides or {})
-    cfg.setdefault("datasets", [])
-    validate(cfg, {**schema, "required": []}, path)
+    schema = load_schema("config")
+    raw = read_yaml(path) if path.exists() else {}
+    cfg = deep_merge(deep_merge(schema_defaults(schema), raw), overrides or {})
+    validate(cfg, schema, path)
     if os.environ.get("MLFLOW_TRACKING_URI"):
         cfg["mlflow_tracking_uri"] = os.environ["MLFLOW_TRACKING_URI"]
     return cfg

@@ -55,7 +55,7 @@ def build_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
     return optimizer(params, lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"])
 
 
-def validate(net, records, patch_size, num_classes, class_names, device, amp) -> dict[str, float]:
+def validation_metrics(net, records, patch_size, num_classes, class_names, device, amp) -> dict[str, float]:
     net.eval()
     counts = ConfusionCounts(num_classes)
     for record in records:
@@ -144,7 +144,7 @@ def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None
         # One host sync per epoch, not per step: .item() inside the loop would stall the GPU each batch.
         metrics = {"train_loss": torch.stack(losses).mean().item(), "lr": optimizer.param_groups[0]["lr"]}
         if (epoch + 1) % train_cfg["val_every"] == 0 or epoch + 1 == epochs:
-            metrics |= validate(net, val_records, patch_size, num_classes, class_names, dev, amp)
+            metrics |= validation_metrics(net, val_records, patch_size, num_classes, class_names, dev, amp)
             score = metrics["val_dice_mean"]
             if not math.isnan(score) and score > best:
                 best = score
