@@ -63,4 +63,4 @@ def read_mask(path: Path | str) -> np.ndarray:
 
 
 # Readers register on import.
-from sciconv.io import fits  # noqa: E402,F401
+from sciconv.io import arrays, dicom, fits, nifti  # noqa: E402,F401

@@ -1,0 +1,93 @@
+"""Array and picture formats: HDF5, TIFF, PNG/JPEG, NumPy.
+
+Channel convention where the file does not say: a 2D array is one grey image (1, H, W); a
+3D TIFF stack or array is a volume (1, D, H, W); an RGB(A) picture's last axis of 3 or 4 is
+its channels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from sciconv.io import ReadError, register
+
+
+def channels_first(array: np.ndarray, path: Path, colour_last: bool = False) -> np.ndarray:
+    if array.size == 0:
+        raise ReadError(f"{path}: the array is empty (shape {array.shape})")
+    if colour_last and array.ndim == 3 and array.shape[-1] in (3, 4):
+        return np.moveaxis(array, -1, 0)
+    if array.ndim in (2, 3):
+        return array[None]
+    raise ReadError(f"{path}: {array.ndim}D array of shape {array.shape}; expected a 2D image or a 3D volume")
+
+
+def pick(names: list[str], path: Path, preferred: str = "image") -> str:
+    if preferred in names:
+        return preferred
+    if len(names) == 1:
+        return names[0]
+    raise ReadError(f"{path}: holds {', '.join(names) or 'nothing'}; name the image dataset "
+                    f"(expected one called {preferred!r}, or a single one)")
+
+
+@register(".h5", ".hdf5", ".hdf")
+def read_hdf5(path: Path, dataset: str | None = None) -> tuple[np.ndarray, dict]:
+    """The dataset `dataset` (default: 'image', or the file's only dataset), with its attributes."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            names: list[str] = []
+            handle.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+            key = dataset or pick(names, path)
+            if key not in handle:
+                raise ReadError(f"{path}: no dataset {key!r}; it holds {', '.join(names)}")
+            array = handle[key][()]
+            meta = {k: (v.item() if isinstance(v, np.generic) else v.tolist() if isinstance(v, np.ndarray) else
+                        v.decode() if isinstance(v, bytes) else v) for k, v in handle[key].attrs.items()}
+    except OSError as err:
+        raise ReadError(f"{path}: not a readable HDF5 file ({err})") from err
+    meta["dataset"] = key
+    return channels_first(np.asarray(array), path), meta
+
+
+@register(".tif", ".tiff")
+def read_tiff(path: Path) -> tuple[np.ndarray, dict]:
+    """Single pages as images, multi-page stacks as volumes (tifffile)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            array = tif.asarray()
+            pages = len(tif.pages)
+    except (tifffile.TiffFileError, OSError, ValueError) as err:
+        raise ReadError(f"{path}: not a readable TIFF file ({err})") from err
+    return channels_first(array, path, colour_last=pages == 1), {"pages": pages}
+
+
+@register(".png", ".jpg", ".jpeg")
+def read_picture(path: Path) -> tuple[np.ndarray, dict]:
+    from skimage import io as skio
+
+    try:
+        array = skio.imread(path)
+    except (OSError, ValueError, SyntaxError) as err:
+        raise ReadError(f"{path}: not a readable image ({err})") from err
+    return channels_first(array, path, colour_last=True), {}
+
+
+@register(".npy", ".npz")
+def read_numpy(path: Path) -> tuple[np.ndarray, dict]:
+    """NumPy arrays; object arrays are refused (allow_pickle=False: a data file must not run code)."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise ReadError(f"{path}: not a readable NumPy file ({err})") from err
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded:
+            key = pick(list(loaded.files), path)
+            return channels_first(loaded[key], path), {"array": key}
+    return channels_first(loaded, path), {}

@@ -1,0 +1,131 @@
+"""Readers against files other tools wrote: the samples pydicom and nibabel ship, and files written here."""
+
+from pathlib import Path
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from sciconv import io
+
+
+def sample(name):
+    path = get_testdata_file(name, download=False)
+    if path is None:
+        pytest.skip(f"{name} is not bundled with this pydicom")
+    return Path(path)
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "MR_small_bigendian.dcm",
+                                  "MR_small_implicit.dcm", "image_dfl.dcm", "MR_small_RLE.dcm",
+                                  "JPEG2000.dcm"])
+def test_dicom_transfer_syntaxes_match_pydicom(name):
+    from pydicom.pixels import apply_modality_lut
+
+    path = sample(name)
+    ds = pydicom.dcmread(path)
+    image, meta = io.read(path)
+    assert image.shape == (1, *ds.pixel_array.shape)
+    np.testing.assert_allclose(image[0], apply_modality_lut(ds.pixel_array, ds))
+    assert meta["TransferSyntaxUID"] == str(ds.file_meta.TransferSyntaxUID)
+    assert image.dtype.isnative
+
+
+def test_dicom_rescale_is_applied():
+    path = sample("CT_small.dcm")
+    ds = pydicom.dcmread(path)
+    image, meta = io.read(path)
+    slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+    np.testing.assert_allclose(image[0], ds.pixel_array * slope + intercept)
+    assert meta["PixelSpacing"] == [float(v) for v in ds.PixelSpacing]
+
+
+def test_monochrome1_is_inverted_onto_the_same_range(tmp_path):
+    ds = pydicom.dcmread(sample("MR_small.dcm"))
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.save_as(tmp_path / "m1.dcm")
+    image, meta = io.read(tmp_path / "m1.dcm")
+    bits = int(ds.BitsStored)
+    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1  # MR_small stores signed values
+    np.testing.assert_allclose(image[0], lo + hi - ds.pixel_array.astype(np.float32))
+    assert meta["converted_to"] == "MONOCHROME2"
+
+
+def test_unsupported_codec_names_the_syntax_and_the_extra():
+    path = sample("MR_small_jpeg_ls_lossless.dcm")
+    try:
+        pydicom.dcmread(path).pixel_array
+        pytest.skip("a JPEG-LS decoder is installed here")
+    except RuntimeError:
+        pass
+    with pytest.raises(io.ReadError, match=r"JPEG-LS.*pip install sciconv\[dicom-codecs\]"):
+        io.read(path)
+
+
+def test_dicom_without_pixels_and_non_dicom(tmp_path):
+    ds = pydicom.dcmread(sample("MR_small.dcm"))
+    del ds.PixelData
+    ds.save_as(tmp_path / "nopix.dcm")
+    with pytest.raises(io.ReadError, match="without pixel data"):
+        io.read(tmp_path / "nopix.dcm")
+    (tmp_path / "junk.dcm").write_bytes(b"\x00" * 10)
+    with pytest.raises(io.ReadError, match="junk.dcm"):
+        io.read(tmp_path / "junk.dcm")
+
+
+def test_nifti_reoriented_to_ras_with_scaling(tmp_path):
+    data = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    # LPS-like orientation: x and y flipped, anisotropic 1 x 1 x 3 mm voxels
+    affine = np.diag([-1.0, -1.0, 3.0, 1.0])
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_slope_inter(2.0, 10.0)
+    nib.save(img, tmp_path / "v.nii.gz")
+    image, meta = io.read(tmp_path / "v.nii.gz")
+    assert meta["original_orientation"] == "LPS" and meta["orientation"] == "RAS"
+    assert image.shape == (1, 4, 5, 6)
+    np.testing.assert_allclose(image[0], (data * 2.0 + 10.0)[::-1, ::-1, :])
+    assert meta["spacing"] == [1.0, 1.0, 3.0]
+    assert np.allclose(np.array(meta["affine"])[:3, :3], np.diag([1.0, 1.0, 3.0]))
+
+
+def test_nifti_4d_gives_channels_and_matches_nibabel_on_its_own_sample():
+    path = Path(nib.__file__).parent / "tests" / "data" / "example4d.nii.gz"
+    if not path.exists():
+        pytest.skip("nibabel's example4d.nii.gz is not installed")
+    image, _ = io.read(path)
+    expected = nib.as_closest_canonical(nib.load(path)).get_fdata(dtype=np.float32)
+    assert image.shape == (expected.shape[-1], *expected.shape[:3])
+    np.testing.assert_allclose(image, np.moveaxis(expected, -1, 0))
+
+
+def test_hdf5_tiff_picture_and_numpy(tmp_path):
+    import tifffile
+    from skimage import io as skio
+
+    rng = np.random.default_rng(0)
+    volume = rng.integers(0, 1000, (3, 8, 9)).astype(np.uint16)
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        f.create_dataset("scan/image", data=volume).attrs["spacing"] = [1.0, 0.5, 0.5]
+    image, meta = io.read(tmp_path / "a.h5")
+    np.testing.assert_array_equal(image[0], volume)
+    assert meta["dataset"] == "scan/image" and meta["spacing"] == [1.0, 0.5, 0.5]
+
+    tifffile.imwrite(tmp_path / "stack.tif", volume, photometric="minisblack")  # three grey pages
+    image, meta = io.read(tmp_path / "stack.tif")
+    assert image.shape == (1, 3, 8, 9) and meta["pages"] == 3
+    np.testing.assert_array_equal(image[0], volume)
+
+    rgb = rng.integers(0, 255, (8, 9, 3)).astype(np.uint8)
+    skio.imsave(tmp_path / "c.png", rgb, check_contrast=False)
+    image, _ = io.read(tmp_path / "c.png")
+    np.testing.assert_array_equal(image, np.moveaxis(rgb, -1, 0))
+
+    np.savez(tmp_path / "x.npz", image=volume[0], other=volume[1])
+    image, meta = io.read(tmp_path / "x.npz")
+    np.testing.assert_array_equal(image[0], volume[0])
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object))
+    with pytest.raises(io.ReadError, match="obj.npy"):
+        io.read(tmp_path / "obj.npy")  # pickled objects are refused
