@@ -12,6 +12,7 @@ class DatasetPaths:
     raw = property(lambda self: self.root / "raw")
     manifest = property(lambda self: self.root / "raw" / "manifest.csv")
     ingested = property(lambda self: self.root / "ingested.h5")
+    rejected = property(lambda self: self.root / "rejected.csv")
     split = property(lambda self: self.root / "split.json")
     preprocessed = property(lambda self: self.root / "preprocessed.h5")
     model_dir = property(lambda self: self.root / "model")

@@ -85,3 +85,35 @@ def test_steps_run_without_snakemake_and_resume_training(project, caplog):
     caplog.clear()
     assert main(["train", "ccd_micro", "--device", "cpu", "--threads", "1"]) == 0
     assert any("resuming from" in r.getMessage() and "epoch 2 of 2" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("policy", ["fail", "skip"])
+def test_bad_inputs_fail_with_every_reason_or_are_skipped_and_listed(project, capsys, policy):
+    import csv
+    import shutil
+
+    import yaml
+
+    config_path = project / "config/datasets/ccd_micro.yaml"
+    cfg = yaml.safe_load(config_path.read_text())
+    config_path.write_text(yaml.safe_dump(cfg | {"on_bad_input": policy}))
+    assert main(["simulate", "ccd_micro"]) == 0
+    raw = project / "results/ccd_micro/raw"
+    frame0 = raw / "frames/frame_00000.fits"
+    frame0.write_bytes(frame0.read_bytes()[:4000])  # truncated
+    shutil.copy(raw / "frames/frame_00001.fits", raw / "frames/frame_00002.fits")  # a duplicate image
+    status = main(["ingest", "ccd_micro"])
+    ingested = project / "results/ccd_micro/ingested.h5"
+    if policy == "fail":
+        err = capsys.readouterr().err
+        assert status == 2 and not ingested.exists()
+        assert "frame_00000.fits" in err and "frame_00002.fits: duplicate of" in err
+        assert not list(ingested.parent.glob("*.partial"))
+    else:
+        assert status == 0
+        rows = list(csv.DictReader((project / "results/ccd_micro/rejected.csv").open()))
+        assert sorted(r["path"].split("/")[-1] for r in rows) == ["frame_00000.fits", "frame_00002.fits"]
+        from sciconv.store import StoreReader
+
+        with StoreReader(ingested) as store:
+            assert len(store.ids) == 10 and store.attrs["n_rejected"] == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 from sciconv import io as readers
 from sciconv.config import DatasetConfig
 from sciconv.paths import DatasetPaths
-from sciconv.runtime import Progress, log, sha256_file
+from sciconv.runtime import Progress, atomic_write_text, log, sha256_file
 from sciconv.store import Sample, StoreWriter
 
 
@@ -43,11 +44,55 @@ def _check(image: np.ndarray, mask: np.ndarray | None, n_classes: int) -> str | 
     return None
 
 
+class Inspector:
+    """Checks that need more than one file: duplicates, mixed dimensionality, classes never seen.
+
+    Keeps only hashes and counts, so memory stays flat in the number of files.
+    """
+
+    def __init__(self, n_classes: int):
+        self.seen_sha: dict[str, Path] = {}
+        self.ndim: int | None = None
+        self.class_counts = np.zeros(n_classes, dtype=np.int64)
+
+    def check(self, path: Path, sha: str, image: np.ndarray) -> str | None:
+        if sha in self.seen_sha:
+            return f"duplicate of {self.seen_sha[sha]} (same sha256)"
+        spatial = image.ndim - 1
+        if self.ndim is not None and spatial != self.ndim:
+            return f"{spatial}D image among {self.ndim}D images (mixed dimensionality)"
+        return None
+
+    def accept(self, path: Path, sha: str, image: np.ndarray, mask, label) -> None:
+        self.seen_sha[sha] = path
+        self.ndim = image.ndim - 1
+        if mask is not None:
+            self.class_counts += np.bincount(mask.ravel(), minlength=len(self.class_counts))[:len(self.class_counts)]
+        elif label is not None:
+            self.class_counts[int(label)] += 1
+
+    def missing_classes(self, class_names: list[str], task: str) -> list[str]:
+        if task == "regression":
+            return []
+        return [name for name, count in zip(class_names, self.class_counts) if count == 0]
+
+
+def write_rejected(path: Path, rejected: list[tuple[str, str]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["path", "reason"])
+    writer.writerows(rejected)
+    atomic_write_text(path, buffer.getvalue())
+
+
 def run(ds: DatasetConfig) -> None:
+    """Read every file; on_bad_input: fail lists every bad file and writes nothing, skip writes rejected.csv."""
     paths = DatasetPaths(ds.results_dir)
     base, rows = manifest_rows(ds)
     class_names = ds.domain.CLASS_NAMES
-    problems: list[str] = []
+    policy = ds.cfg["on_bad_input"]
+    rejected: list[tuple[str, str]] = []
+    inspector = Inspector(len(class_names))
     progress = Progress("ingest", len(rows))
     with StoreWriter(paths.ingested, domain=ds.cfg["domain"], task=ds.cfg["task"],
                      class_names=class_names, dataset=ds.name, stage="ingested") as store:
@@ -56,21 +101,41 @@ def run(ds: DatasetConfig) -> None:
             try:
                 image, meta = readers.read(image_path)
                 mask = readers.read_mask(base / row["mask"]) if row.get("mask") else None
+                sha = sha256_file(image_path)
             except readers.ReadError as err:
-                problems.append(str(err))
+                rejected.append((str(image_path), str(err).removeprefix(f"{image_path}: ")))
                 continue
-            reason = _check(image, mask, len(class_names))
+            reason = _check(image, mask, len(class_names)) or inspector.check(image_path, sha, image)
             if reason:
-                problems.append(f"{image_path}: {reason}")
+                rejected.append((str(image_path), reason))
                 continue
-            attrs = {"source": str(image_path), "sha256": sha256_file(image_path), "meta": json.dumps(meta)}
-            for key in ("group", "label", "target"):
+            label = int(row["label"]) if row.get("label") not in (None, "") else None
+            inspector.accept(image_path, sha, image, mask, label)
+            attrs = {"source": str(image_path), "sha256": sha, "meta": json.dumps(meta)}
+            for key in ("group", "target"):
                 if row.get(key) not in (None, ""):
-                    attrs[key] = int(row[key]) if key == "label" else row[key]
+                    attrs[key] = row[key]
+            if label is not None:
+                attrs["label"] = label
             store.add(Sample(Path(row["image"]).name.split(".")[0], image, mask, attrs))
             progress(done)
-        if problems:
+        store.file_attrs["n_rejected"] = len(rejected)
+        if store.count == 0:
+            raise IngestError(f"{ds.path}: no usable input among {len(rows)} files; nothing to train on"
+                              + "".join(f"\n  {p}: {r}" for p, r in rejected))
+        missing = inspector.missing_classes(class_names, ds.cfg["task"])
+        if missing and policy == "fail":
+            rejected.append((str(ds.path), f"declared classes with no example: {', '.join(missing)}"))
+        elif missing:
+            log.warning("declared classes with no example in %s: %s", ds.name, ", ".join(missing))
+        if rejected and policy == "fail":
             # Raising inside the writer discards the partial file: no ingested.h5 that looks complete.
-            raise IngestError(f"{len(problems)} of {len(rows)} input files are unusable:\n  "
-                              + "\n  ".join(problems))
+            raise IngestError(f"{len(rejected)} problem(s) in {len(rows)} input files (on_bad_input: fail; "
+                              "set on_bad_input: skip to leave them out):\n  "
+                              + "\n  ".join(f"{p}: {r}" for p, r in rejected))
+    if rejected:
+        write_rejected(paths.rejected, rejected)
+        log.warning("skipped %d of %d files; reasons in %s", len(rejected), len(rows), paths.rejected)
+    else:
+        paths.rejected.unlink(missing_ok=True)
     log.info("ingested %d samples into %s", store.count, paths.ingested)

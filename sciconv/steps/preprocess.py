@@ -17,7 +17,7 @@ def run(ds: DatasetConfig) -> None:
     with StoreReader(paths.ingested) as source, StoreWriter(
             paths.preprocessed, domain=source.attrs["domain"], task=source.attrs["task"],
             class_names=source.class_names, dataset=ds.name, stage="preprocessed",
-            preprocess=params, split_seed=split["seed"]) as out:
+            preprocess=params, split_seed=split["seed"], n_rejected=source.attrs.get("n_rejected", 0)) as out:
         progress = Progress("preprocess", len(source.ids))
         for done, sample in enumerate(source, start=1):  # streaming: one sample in memory at a time
             image, extra = ds.domain.preprocess(sample.image, sample.attrs.get("meta", {}), params)

@@ -24,6 +24,7 @@ from sciconv.config import DatasetConfig, flatten
 from sciconv.inference import autocast, load_checkpoint, segment_logits
 from sciconv.metrics import ConfusionCounts, segmentation_metrics
 from sciconv.paths import DatasetPaths
+from sciconv.store import StoreReader
 from sciconv.runtime import atomic_write_json, derive_seed, git_commit, log, pick_device, seed_everything
 from sciconv.tracking import Tracker, tracking_uri
 
@@ -117,7 +118,10 @@ def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None
             "sciconv_version": __version__, "git_commit": git_commit(), "device": str(dev)}
     run_id = tracker.start(run_id, tags=tags, run_name=f"{ds.name}-train")
     if start_epoch == 0:
+        with StoreReader(paths.preprocessed) as store:
+            n_rejected = store.attrs.get("n_rejected", 0)
         tracker.log_params(flatten(cfg) | {"seed": ds.seed, "device": str(dev), "n_train": len(train_records),
+                                           "n_rejected_inputs": n_rejected,
                                            "n_val": len(val_records), "n_parameters": sum(p.numel() for p in net.parameters())})
         tracker.log_dict(cfg, "config/resolved_config.json")
         tracker.log_artifact(paths.split, "split")
