@@ -119,3 +119,13 @@ def test_frames_are_deterministic_for_a_seed(tmp_path):
     assert rows_a == rows_b
     for row in rows_a:
         assert (tmp_path / "a" / row["image"]).read_bytes() == (tmp_path / "b" / row["image"]).read_bytes()
+
+
+def test_each_amplifier_uses_its_own_gain():
+    adu = np.zeros((4, 8))
+    adu[:, :4], adu[:, 4:] = 100.0, 300.0
+    adu[0, 0], adu[0, 4] = 120.0, 340.0  # 20 ADU over pedestal at gain 2 and 40 ADU at gain 4: 10 e- each
+    meta = {"NAMPS": 2, "AMPSEC1": "[1:4,1:4]", "AMPSEC2": "[5:8,1:4]", "GAIN1": 2.0, "GAIN2": 4.0}
+    electrons, _ = ccd.to_electrons(adu, meta)
+    assert electrons[0, 0] == pytest.approx(10.0) and electrons[0, 4] == pytest.approx(10.0)
+    assert np.median(electrons) == 0.0

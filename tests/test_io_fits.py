@@ -60,3 +60,21 @@ def test_unknown_suffix_lists_what_is_readable(tmp_path):
     (tmp_path / "x.xyz").write_text("hello")
     with pytest.raises(io.ReadError, match=r"no reader .*\.fits"):
         io.read(tmp_path / "x.xyz")
+
+
+def test_one_hdu_per_amplifier_is_assembled_into_one_frame(tmp_path):
+    """Two amplifiers, each with 2 overscan columns; the right one read out from the right edge."""
+    left = np.arange(4 * 6, dtype=np.uint16).reshape(4, 6)
+    right = (1000 + np.arange(4 * 6)).astype(np.uint16).reshape(4, 6)
+    hdus = [fits.PrimaryHDU()]
+    for name, data, detsec in (("AMP1", left, "[1:4,1:4]"), ("AMP2", right, "[8:5,1:4]")):
+        header = fits.Header([("EXTNAME", name), ("DETSEC", detsec), ("DATASEC", "[1:4,1:4]"), ("GAIN", 2.0)])
+        hdus.append(fits.ImageHDU(data, header=header))
+    fits.HDUList(hdus).writeto(tmp_path / "amps.fits")
+    image, meta = io.read(tmp_path / "amps.fits")
+    assert image.shape == (1, 4, 8)
+    np.testing.assert_array_equal(image[0, :, :4], left[:, :4])  # overscan (last 2 columns) dropped
+    np.testing.assert_array_equal(image[0, :, 4:], right[:, :4][:, ::-1])  # reversed readout flipped
+    assert meta["NAMPS"] == 2 and meta["AMPSEC2"] == "[5:8,1:4]" and meta["GAIN1"] == 2.0
+    first, meta = io.reader_for("x.fits")(tmp_path / "amps.fits", assemble=False)
+    assert first.shape == (1, 4, 6) and meta["hdu"] == 1

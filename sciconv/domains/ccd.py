@@ -361,14 +361,16 @@ def amplifier_blocks(meta: dict, width: int) -> list[tuple[int, int]]:
 
 
 def to_electrons(adu: np.ndarray, meta: dict) -> tuple[np.ndarray, float]:
-    """Subtract each amplifier's pedestal (its median: events cover well under 1% of pixels) and divide by the gain.
+    """Subtract each amplifier's pedestal (its median: events cover well under 1% of pixels) and divide by its gain.
 
+    Gains come from GAINn per amplifier (as an assembled multi-HDU file gives them), else GAIN.
     Returns electrons and the readout noise estimated from the MAD of the frame.
     """
-    frame = adu.astype(np.float64)
-    for c0, c1 in amplifier_blocks(meta, frame.shape[-1]):
-        frame[..., c0:c1] -= np.median(frame[..., c0:c1])
-    electrons = frame / float(meta.get("GAIN", 1.0))
+    electrons = adu.astype(np.float64)
+    for i, (c0, c1) in enumerate(amplifier_blocks(meta, electrons.shape[-1]), start=1):
+        block = electrons[..., c0:c1]
+        gain = float(meta.get(f"GAIN{i}", meta.get("GAIN", 1.0)))
+        electrons[..., c0:c1] = (block - np.median(block)) / gain
     noise = 1.4826 * np.median(np.abs(electrons - np.median(electrons)))
     return electrons, float(noise)
 

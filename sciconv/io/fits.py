@@ -11,28 +11,82 @@ from sciconv.io import ReadError, register
 
 # Header keywords that describe the file, not the instrument: not worth keeping.
 _STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3", "EXTEND", "BZERO", "BSCALE",
-               "PCOUNT", "GCOUNT", "XTENSION", "COMMENT", "HISTORY", ""}
+               "PCOUNT", "GCOUNT", "XTENSION", "COMMENT", "HISTORY", "ZIMAGE", "ZBITPIX", "ZCMPTYPE", ""}
+
+
+def _keywords(header) -> dict:
+    return {k: v for k, v in header.items() if k not in _STRUCTURAL and isinstance(v, (int, float, str, bool))}
+
+
+def parse_section(section: str) -> tuple[slice, slice, bool, bool]:
+    """A FITS section '[x1:x2,y1:y2]' (1-based, inclusive; x1 > x2 means read out reversed) as numpy slices."""
+    try:
+        xs, ys = section.strip().strip("[]").split(",")
+        x1, x2 = (int(v) for v in xs.split(":"))
+        y1, y2 = (int(v) for v in ys.split(":"))
+    except ValueError as err:
+        raise ValueError(f"malformed section {section!r}; expected '[x1:x2,y1:y2]'") from err
+    return (slice(min(y1, y2) - 1, max(y1, y2)), slice(min(x1, x2) - 1, max(x1, x2)), x1 > x2, y1 > y2)
+
+
+def assemble_amplifiers(hdus: list, path: Path) -> tuple[np.ndarray, dict]:
+    """One frame from one HDU per amplifier, each placed at its DETSEC, keeping only its DATASEC.
+
+    Overscan and prescan columns (outside DATASEC) are dropped; an amplifier whose DETSEC runs
+    backwards (x1 > x2) was read out from the other side and is flipped into place. AMPSECn
+    keywords in the metadata give each amplifier's block of the assembled frame.
+    """
+    placed = []
+    for hdu in hdus:
+        rows, cols, flip_x, flip_y = parse_section(hdu.header["DETSEC"])
+        data = np.asarray(hdu.data)
+        if "DATASEC" in hdu.header:
+            data_rows, data_cols, _, _ = parse_section(hdu.header["DATASEC"])
+            data = data[data_rows, data_cols]
+        if flip_x:
+            data = data[:, ::-1]
+        if flip_y:
+            data = data[::-1, :]
+        if data.shape != (rows.stop - rows.start, cols.stop - cols.start):
+            raise ReadError(f"{path}: HDU {hdu.name}: data {data.shape} does not fill DETSEC {hdu.header['DETSEC']}")
+        placed.append((rows, cols, data, hdu))
+    height = max(r.stop for r, *_ in placed)
+    width = max(c.stop for _, c, *_ in placed)
+    frame = np.zeros((height, width), dtype=np.result_type(*(d.dtype for *_, d, _ in placed)))
+    meta = _keywords(hdus[0].header)
+    meta["NAMPS"] = len(placed)
+    for i, (rows, cols, data, hdu) in enumerate(placed, start=1):
+        frame[rows, cols] = data
+        meta[f"AMPSEC{i}"] = f"[{cols.start + 1}:{cols.stop},{rows.start + 1}:{rows.stop}]"
+        for key in ("GAIN", "RDNOISE"):
+            if key in hdu.header:
+                meta[f"{key}{i}"] = float(hdu.header[key])
+    return frame, meta
 
 
 @register(".fits", ".fit", ".fts", ".fits.gz", ".fits.fz")
-def read_fits(path: Path) -> tuple[np.ndarray, dict]:
-    """The first HDU holding an image (primary or extension, tile-compressed included).
+def read_fits(path: Path, assemble: bool | None = None) -> tuple[np.ndarray, dict]:
+    """A frame from a FITS file: the first image HDU, or the amplifiers assembled.
 
-    astropy applies BZERO/BSCALE, so unsigned 16-bit detector data come back as
-    their true values. Header keywords are kept as metadata.
+    assemble=None assembles when there are several image HDUs that all carry DETSEC (one per
+    amplifier, as CCD controllers write them); False always takes the first image HDU.
+    astropy applies BZERO/BSCALE, so unsigned 16-bit data come back as their true values, and
+    tile-compressed HDUs are decompressed. Header keywords are kept as metadata.
     """
     try:
         with fits.open(path, memmap=False) as hdul:
-            for index, hdu in enumerate(hdul):
-                if hdu.is_image and hdu.data is not None and hdu.data.size > 0:
-                    data = np.asarray(hdu.data)
-                    meta = {k: v for k, v in hdu.header.items() if k not in _STRUCTURAL
-                            and isinstance(v, (int, float, str, bool))}
-                    meta["hdu"] = index
-                    break
-            else:
+            images = [(i, h) for i, h in enumerate(hdul) if h.is_image and h.data is not None and h.data.size > 0]
+            if not images:
                 raise ReadError(f"{path}: no HDU with image data")
-    except (OSError, ValueError, TypeError) as err:
+            amplifiers = [h for _, h in images if "DETSEC" in h.header]
+            if assemble is not False and len(images) > 1 and len(amplifiers) == len(images):
+                data, meta = assemble_amplifiers(amplifiers, path)
+                meta["hdu"] = "assembled"
+            else:
+                index, hdu = images[0]
+                data, meta = np.asarray(hdu.data), _keywords(hdu.header)
+                meta["hdu"] = index
+    except (OSError, ValueError, TypeError, KeyError) as err:
         if isinstance(err, ReadError):
             raise
         raise ReadError(f"{path}: not a readable FITS file ({err})") from err
