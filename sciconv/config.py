@@ -126,8 +126,11 @@ def load_global(path: Path | str = GLOBAL_CONFIG_PATH, overrides: dict | None = 
     return cfg
 
 
-def dataset_schema(domain: str | None) -> dict:
-    """The dataset schema with the named domain's own sections plugged in."""
+def dataset_schema(domain: str | None, source_kind: str | None = "simulate") -> dict:
+    """The dataset schema with the named domain's own sections plugged in.
+
+    A simulated source takes the domain's simulator schema; `kind: files` the shared one.
+    """
     schema = load_schema("dataset")
     props = schema["properties"]
     props["domain"] = {**props["domain"], "enum": available_domains()}
@@ -135,6 +138,12 @@ def dataset_schema(domain: str | None) -> dict:
         module = get_domain(domain)
         for section in DOMAIN_SECTIONS:
             props[section] = module.SCHEMAS[section]
+    if source_kind == "files":
+        props["source"] = schema["$defs"]["files_source"]
+    elif "properties" in props["source"]:
+        # so that a wrong kind is told both choices, not only the simulator's
+        props["source"] = {**props["source"], "properties": {**props["source"]["properties"],
+                                                             "kind": {"type": "string", "enum": ["simulate", "files"]}}}
     return schema
 
 
@@ -175,7 +184,8 @@ def load_dataset(name_or_path: str, global_cfg: dict) -> DatasetConfig:
         # Validate first against the bare schema so the error names the key and the choices.
         validate(raw, dataset_schema(None), path)
     module = get_domain(domain)
-    schema = dataset_schema(domain)
+    source = raw.get("source")
+    schema = dataset_schema(domain, source.get("kind") if isinstance(source, dict) else None)
     cfg = deep_merge(schema_defaults(schema), module.DEFAULTS)
     cfg = deep_merge(cfg, raw)
     validate(cfg, schema, path)

@@ -45,17 +45,17 @@ def reader_for(path: Path | str) -> Reader:
     return _READERS[suffix]
 
 
-def read(path: Path | str) -> tuple[np.ndarray, dict]:
-    """(image, metadata) with the image channels first."""
+def read(path: Path | str, as_suffix: str | None = None) -> tuple[np.ndarray, dict]:
+    """(image, metadata) with the image channels first; as_suffix forces a format (e.g. '.dcm' for files with none)."""
     path = Path(path)
     if not path.is_file():
         raise ReadError(f"{path}: file not found")
-    return reader_for(path)(path)
+    return reader_for(Path(f"file{as_suffix}") if as_suffix else path)(path)
 
 
-def read_mask(path: Path | str) -> np.ndarray:
+def read_mask(path: Path | str, as_suffix: str | None = None) -> np.ndarray:
     """A label mask: the spatial array with integer classes."""
-    image, _ = read(path)
+    image, _ = read(path, as_suffix)
     mask = image[0] if image.shape[0] == 1 else image
     if not np.all(np.equal(np.mod(mask, 1), 0)):
         raise ReadError(f"{path}: a mask must hold integer class labels, found fractional values")

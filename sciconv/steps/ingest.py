@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from sciconv import io as readers
+from sciconv import sources
 from sciconv.config import DatasetConfig
 from sciconv.paths import DatasetPaths
 from sciconv.runtime import Progress, atomic_write_text, log, sha256_file
@@ -18,14 +20,6 @@ from sciconv.store import Sample, StoreWriter
 
 class IngestError(ValueError):
     """One or more input files are unusable; the message lists each with its reason."""
-
-
-def manifest_rows(ds: DatasetConfig) -> tuple[Path, list[dict]]:
-    paths = DatasetPaths(ds.results_dir)
-    if not paths.manifest.is_file():
-        raise IngestError(f"{paths.manifest}: not found; run `sciconv simulate {ds.name}` first")
-    with open(paths.manifest, newline="") as handle:
-        return paths.raw, list(csv.DictReader(handle))
 
 
 def _check(image: np.ndarray, mask: np.ndarray | None, n_classes: int) -> str | None:
@@ -42,6 +36,15 @@ def _check(image: np.ndarray, mask: np.ndarray | None, n_classes: int) -> str | 
         if mask.min() < 0 or mask.max() >= n_classes:
             return f"mask labels span {mask.min()}..{mask.max()}, outside the {n_classes} declared classes"
     return None
+
+
+def sample_ids(files: list[Path]) -> list[str]:
+    """Sample ids: file names without suffixes, prefixed by their folders (below the common one) where names repeat."""
+    stems = [f.name.split(".")[0] for f in files]
+    if len(set(stems)) == len(stems):
+        return stems
+    common = Path(os.path.commonpath([str(f.parent) for f in files]))
+    return [str(f.parent.relative_to(common) / stem).replace(os.sep, "__") for f, stem in zip(files, stems)]
 
 
 class Inspector:
@@ -88,7 +91,12 @@ def write_rejected(path: Path, rejected: list[tuple[str, str]]) -> None:
 def run(ds: DatasetConfig) -> None:
     """Read every file; on_bad_input: fail lists every bad file and writes nothing, skip writes rejected.csv."""
     paths = DatasetPaths(ds.results_dir)
-    base, rows = manifest_rows(ds)
+    try:
+        rows = sources.input_rows(ds)
+    except sources.SourceError as err:
+        raise IngestError(str(err)) from err
+    as_suffix = sources.format_hint(ds)
+    ids = sample_ids([Path(r["image"]) for r in rows])
     class_names = ds.domain.CLASS_NAMES
     policy = ds.cfg["on_bad_input"]
     rejected: list[tuple[str, str]] = []
@@ -96,11 +104,14 @@ def run(ds: DatasetConfig) -> None:
     progress = Progress("ingest", len(rows))
     with StoreWriter(paths.ingested, domain=ds.cfg["domain"], task=ds.cfg["task"],
                      class_names=class_names, dataset=ds.name, stage="ingested") as store:
-        for done, row in enumerate(rows, start=1):
-            image_path = base / row["image"]
+        for done, (row, sample_id) in enumerate(zip(rows, ids), start=1):
+            image_path = Path(row["image"])
+            if row.get("missing_mask"):
+                rejected.append((str(image_path), row["missing_mask"]))
+                continue
             try:
-                image, meta = readers.read(image_path)
-                mask = readers.read_mask(base / row["mask"]) if row.get("mask") else None
+                image, meta = readers.read(image_path, as_suffix)
+                mask = readers.read_mask(row["mask"], as_suffix) if row.get("mask") else None
                 sha = sha256_file(image_path)
             except readers.ReadError as err:
                 rejected.append((str(image_path), str(err).removeprefix(f"{image_path}: ")))
@@ -117,7 +128,7 @@ def run(ds: DatasetConfig) -> None:
                     attrs[key] = row[key]
             if label is not None:
                 attrs["label"] = label
-            store.add(Sample(Path(row["image"]).name.split(".")[0], image, mask, attrs))
+            store.add(Sample(sample_id, image, mask, attrs))
             progress(done)
         store.file_attrs["n_rejected"] = len(rejected)
         if store.count == 0:

@@ -1,0 +1,84 @@
+"""Bring your own files: layouts in the dataset YAML become ingested samples, paths relative to the YAML."""
+
+import csv
+
+import numpy as np
+import pytest
+import yaml
+
+from sciconv.cli import main
+from sciconv.config import ConfigError, load_dataset, load_global, schema_defaults
+from sciconv.domains import ccd
+from sciconv.store import StoreReader
+
+
+@pytest.fixture
+def user_frames(tmp_path):
+    """A user's folder of CCD frames and masks (FITS), written by the simulator as any detector code would."""
+    src = schema_defaults(ccd.SCHEMAS["source"]) | {"n_frames": 6, "frame_size": [32, 32]}
+    src["events_per_frame"] = {"tritium": 6, "xray": 4, "muon": 1, "electron": 1, "alpha": 1}
+    ccd.simulate(src, tmp_path / "lab" / "run1", seed=3)
+    return tmp_path / "lab" / "run1"
+
+
+def minimal_yaml(project, source):
+    """Only domain, task and source: every other section takes its defaults."""
+    path = project / "config" / "datasets" / "my_ccd.yaml"
+    path.write_text(yaml.safe_dump({"domain": "ccd", "task": "segmentation", "source": source}))
+    return path
+
+
+def test_paired_folders_relative_to_the_yaml(project, user_frames):
+    # relative to config/datasets/, not to the working directory (from which it would miss)
+    path = minimal_yaml(project, {"kind": "files", "layout": "paired", "path": "../../lab/run*",
+                                  "images": "frames", "masks": "masks"})
+    assert main(["ingest", str(path)]) == 0
+    with StoreReader(project / "results/my_ccd/ingested.h5") as store:
+        assert len(store.ids) == 6
+        sample = store.sample(store.ids[0])
+        assert sample.image.shape == (1, 32, 32) and sample.mask.shape == (32, 32)
+        assert sample.attrs["meta"]["GAIN"] == 2.0  # the FITS header travels as metadata
+
+
+def test_manifest_layout_and_forced_format(project, user_frames):
+    for f in (user_frames / "frames").iterdir():  # files from a controller that writes no suffix
+        f.rename(f.with_suffix(""))
+    with open(user_frames / "list.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "mask", "group"])
+        for i in range(6):
+            writer.writerow([f"frames/frame_{i:05d}", f"masks/frame_{i:05d}.fits", f"night{i % 2}"])
+    path = minimal_yaml(project, {"kind": "files", "layout": "manifest", "manifest": str(user_frames / "list.csv"),
+                                  "format": "fits"})
+    assert main(["ingest", str(path)]) == 0
+    assert main(["split", str(path)]) == 0
+    with StoreReader(project / "results/my_ccd/ingested.h5") as store:
+        assert {store.sample_attrs(i)["group"] for i in store.ids} == {"night0", "night1"}
+
+
+def test_missing_mask_is_a_bad_input(project, user_frames, capsys):
+    (user_frames / "masks/frame_00003.fits").unlink()
+    path = minimal_yaml(project, {"kind": "files", "layout": "paired", "path": str(user_frames),
+                                  "images": "frames"})
+    assert main(["ingest", str(path)]) == 2
+    assert "frame_00003.fits: no mask named frame_00003" in capsys.readouterr().err
+
+
+def test_files_source_keys_are_validated(project):
+    path = minimal_yaml(project, {"kind": "files", "layout": "tree", "path": "x"})
+    with pytest.raises(ConfigError, match="source.layout: 'tree' is not one of the allowed values: folders"):
+        load_dataset(str(path), load_global("config/config.yaml"))
+    path = minimal_yaml(project, {"kind": "download"})
+    with pytest.raises(ConfigError, match="source.kind: 'download' is not one of the allowed values: simulate, files"):
+        load_dataset(str(path), load_global("config/config.yaml"))
+
+
+def test_sample_ids_stay_unique_across_folders():
+    from pathlib import Path
+
+    from sciconv.steps.ingest import sample_ids
+
+    files = [Path("/d/a/x.fits"), Path("/d/b/x.fits"), Path("/d/b/y.fits")]
+    assert sample_ids(files) == ["a__x", "b__x", "b__y"]
+    assert sample_ids([Path("/d/a/x.fits"), Path("/d/a/y.fits")]) == ["x", "y"]
+    assert np.unique(sample_ids(files)).size == 3
