@@ -24,6 +24,7 @@ STEPS = {
     "inspect": "print layer shapes, receptive field and parameter count; check the input size",
     "run": "all steps in order for one dataset, without Snakemake",
 }
+PREDICT_HELP = "apply a trained model to new files -> masks in the input's format and predictions.csv"
 PIPELINE = ["simulate", "ingest", "split", "preprocess", "train", "evaluate", "explain"]
 DEVICE_STEPS = {"train", "evaluate", "explain", "run"}
 
@@ -46,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--device", choices=["auto", "cpu", "cuda"],
                            help="override the global config's device")
             p.add_argument("--threads", type=int, help="CPU threads for torch (default: all)")
+    p = sub.add_parser("predict", help=PREDICT_HELP, description=PREDICT_HELP)
+    p.add_argument("inputs", nargs="+", help="files or folders to predict on")
+    p.add_argument("--model", required=True,
+                   help="results/<dataset>/model (or its model.pt), or an MLflow URI runs:/<run id>")
+    p.add_argument("--out", required=True, help="folder for the predictions")
+    p.add_argument("--config", default="config/config.yaml", help="global config, for the MLflow store")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
 
@@ -71,15 +80,23 @@ def main(argv: list[str] | None = None) -> int:
     from sciconv.steps.ingest import IngestError
     from sciconv.store import StoreError
 
+    from sciconv.steps.predict import PredictError
+
     try:
         global_cfg = config.load_global(args.config)
+        if args.step == "predict":
+            from sciconv.steps import predict
+            from sciconv.tracking import tracking_uri
+
+            predict.run(args.model, args.inputs, args.out, args.device, tracking_uri(global_cfg))
+            return 0
         ds = config.load_dataset(args.dataset, global_cfg)
         steps = PIPELINE if args.step == "run" else [args.step]
         if args.step == "run" and ds.cfg["source"]["kind"] != "simulate":
             steps = steps[1:]
         for step in steps:
             run_step(step, ds, args)
-    except (config.ConfigError, ModelConfigError, IngestError, StoreError, ReadError) as err:
+    except (config.ConfigError, ModelConfigError, IngestError, StoreError, ReadError, PredictError) as err:
         print(f"sciconv {args.step}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -86,6 +86,19 @@ def test_steps_run_without_snakemake_and_resume_training(project, caplog):
     assert main(["train", "ccd_micro", "--device", "cpu", "--threads", "1"]) == 0
     assert any("resuming from" in r.getMessage() and "epoch 2 of 2" in r.getMessage() for r in caplog.records)
 
+    # predict on the raw frames, from the model folder and from the MLflow run
+    from astropy.io import fits
+
+    for model, out in (("results/ccd_micro/model", "pred_local"), (f"runs:/{metrics['mlflow_run_id']}", "pred_run")):
+        assert main(["predict", "--model", model, "results/ccd_micro/raw/frames", "--out", out,
+                     "--device", "cpu"]) == 0
+        masks = sorted((project / out).glob("*_mask.fits"))
+        assert len(masks) == 12
+        with fits.open(masks[0]) as hdul:
+            assert hdul[0].data.shape == (64, 64) and hdul[0].data.max() < 5
+            assert hdul[0].header["GAIN"] == 2.0  # the source frame's header is kept
+        assert len((project / out / "predictions.csv").read_text().splitlines()) == 13
+
 
 @pytest.mark.parametrize("policy", ["fail", "skip"])
 def test_bad_inputs_fail_with_every_reason_or_are_skipped_and_listed(project, capsys, policy):

@@ -1,0 +1,110 @@
+"""predict: a trained model on new files, read and preprocessed exactly as in training.
+
+Segmentation masks are written in the input's own format where it has one (FITS keeps the
+source header, NIfTI the source affine), else as .npy; a CSV lists every file with the pixel
+count of each class.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as text_io
+from pathlib import Path
+
+import numpy as np
+
+from sciconv import io as readers
+from sciconv.domains import get_domain
+from sciconv.inference import load_model, segment
+from sciconv.runtime import atomic_write_text, log, pick_device
+
+
+class PredictError(ValueError):
+    """The model or the inputs cannot be used; the message says which and why."""
+
+
+def resolve_checkpoint(model: str, tracking_uri: str) -> Path:
+    """A results/<dataset>/model folder, a model.pt, or an MLflow runs:/<run id> URI (its logged checkpoint)."""
+    if model.startswith("runs:/"):
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        run_id = model[len("runs:/"):].split("/")[0]
+        mlflow.set_tracking_uri(tracking_uri)
+        try:
+            return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoint/model.pt"))
+        except (MlflowException, OSError) as err:
+            raise PredictError(f"{model}: no sciconv checkpoint in that MLflow run ({err})") from err
+    path = Path(model)
+    path = path / "model.pt" if path.is_dir() else path
+    if not path.is_file():
+        raise PredictError(f"{model}: not a model folder, a model.pt or a runs:/<run id> URI")
+    return path
+
+
+def expand_inputs(inputs: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise PredictError(f"{item}: no such file or folder")
+    if not files:
+        raise PredictError("no input files")
+    return files
+
+
+def write_mask(mask: np.ndarray, source: Path, meta: dict, out_dir: Path) -> Path:
+    name = source.name.lower()
+    stem = source.name.split(".")[0]
+    if name.endswith((".fits", ".fit", ".fts", ".fits.fz", ".fits.gz")):
+        from astropy.io import fits
+
+        hdu = fits.PrimaryHDU(mask.astype(np.uint8))
+        for key, value in meta.items():
+            if len(key) <= 8 and key.isupper() and isinstance(value, (int, float, str, bool)) and key not in hdu.header:
+                hdu.header[key] = value
+        hdu.header["SCMASK"] = (True, "sciconv predicted class per pixel")
+        target = out_dir / f"{stem}_mask.fits"
+        hdu.writeto(target, overwrite=True)
+    elif name.endswith((".nii", ".nii.gz")):
+        import nibabel as nib
+
+        target = out_dir / f"{stem}_mask.nii.gz"
+        nib.save(nib.Nifti1Image(mask.astype(np.uint8), np.array(meta["affine"])), target)
+    else:
+        target = out_dir / f"{stem}_mask.npy"
+        np.save(target, mask.astype(np.uint8))
+    return target
+
+
+def run(model: str, inputs: list[str], out: str, device: str = "auto", tracking_uri: str = "") -> Path:
+    checkpoint_path = resolve_checkpoint(model, tracking_uri)
+    dev = pick_device(device)
+    net, checkpoint = load_model(checkpoint_path, dev)
+    cfg = checkpoint["config"]
+    if cfg["task"] != "segmentation":
+        raise PredictError(f"{model}: task {cfg['task']!r} has no prediction writer yet; segmentation only")
+    domain = get_domain(cfg["domain"])
+    class_names = checkpoint["class_names"]
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = text_io.StringIO()
+    writer = csv.writer(table)
+    writer.writerow(["file", "mask", *[f"pixels_{c}" for c in class_names]])
+    for source in expand_inputs(inputs):
+        try:
+            image, meta = readers.read(source)
+        except readers.ReadError as err:
+            raise PredictError(str(err)) from err
+        prepared, _ = domain.preprocess(image, meta, cfg["preprocess"])
+        mask = segment(net, prepared, checkpoint["patch_size"], dev, cfg["train"]["amp"])
+        target = write_mask(mask, source, meta, out_dir)
+        writer.writerow([str(source), str(target), *np.bincount(mask.ravel(), minlength=len(class_names)).tolist()])
+    summary = out_dir / "predictions.csv"
+    atomic_write_text(summary, table.getvalue())
+    log.info("wrote predictions for %s to %s", model, summary)
+    return summary
