@@ -129,3 +129,57 @@ def test_hdf5_tiff_picture_and_numpy(tmp_path):
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object))
     with pytest.raises(io.ReadError, match="obj.npy"):
         io.read(tmp_path / "obj.npy")  # pickled objects are refused
+
+
+def test_dicom_series_assembled_by_position_not_by_name(tmp_path):
+    template = pydicom.dcmread(sample("MR_small.dcm"))
+    series = tmp_path / "series"
+    series.mkdir()
+    rng = np.random.default_rng(1)
+    planes = {}
+    for z in (2.5, 0.0, 5.0):  # written out of order, under names that sort the wrong way
+        ds = template.copy()
+        values = rng.integers(0, 1000, template.pixel_array.shape).astype(np.int16)
+        ds.PixelData = values.tobytes()
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [0.0, 0.0, z]
+        ds.save_as(series / f"slice_{int(10 - z)}.dcm")
+        planes[z] = values * float(ds.RescaleSlope) + float(ds.RescaleIntercept) if "RescaleSlope" in ds else values
+    image, meta = io.read(series)
+    assert image.shape == (1, 3, *template.pixel_array.shape)
+    for index, z in enumerate(sorted(planes)):
+        np.testing.assert_allclose(image[0, index], planes[z])
+    assert meta["spacing"] == [2.5, *(float(v) for v in template.PixelSpacing)]
+
+
+def test_dicom_multiframe_is_a_volume(tmp_path):
+    ds = pydicom.dcmread(sample("MR_small.dcm"))
+    frames = np.stack([ds.pixel_array + i for i in range(4)]).astype(np.int16)
+    ds.NumberOfFrames = 4
+    ds.PixelData = frames.tobytes()
+    ds.save_as(tmp_path / "multi.dcm")
+    image, meta = io.read(tmp_path / "multi.dcm")
+    assert image.shape == (1, 4, *ds.pixel_array.shape[1:]) and meta["NumberOfFrames"] == 4
+    np.testing.assert_allclose(image[0, 3], frames[3])
+
+
+def test_astropy_sample_fits_files_read_like_astropy():
+    from astropy.io import fits
+    import astropy
+
+    data_dir = Path(astropy.__file__).parent / "io" / "fits" / "tests" / "data"
+    checked = 0
+    for path in sorted(data_dir.glob("*.fits")):
+        try:
+            with fits.open(path) as hdul:
+                first = next((h for h in hdul if h.is_image and h.data is not None and h.data.size > 0), None)
+                expected = None if first is None else np.asarray(first.data)
+                several = sum(1 for h in hdul if h.is_image and h.data is not None and h.data.size > 0) > 1
+        except (OSError, ValueError, TypeError, KeyError, IndexError):  # astropy ships deliberately broken files
+            continue
+        if expected is None or several or expected.ndim != 2 or not np.issubdtype(expected.dtype, np.number):
+            continue
+        image, _ = io.read(path)
+        np.testing.assert_array_equal(image[0], expected)
+        checked += 1
+    assert checked >= 5, f"only {checked} astropy sample files were comparable"

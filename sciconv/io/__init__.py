@@ -48,6 +48,11 @@ def reader_for(path: Path | str) -> Reader:
 def read(path: Path | str, as_suffix: str | None = None) -> tuple[np.ndarray, dict]:
     """(image, metadata) with the image channels first; as_suffix forces a format (e.g. '.dcm' for files with none)."""
     path = Path(path)
+    if path.is_dir():
+        # A folder is a DICOM series: one slice per file, assembled into a volume.
+        from sciconv.io.dicom import read_dicom_series
+
+        return read_dicom_series(path)
     if not path.is_file():
         raise ReadError(f"{path}: file not found")
     return reader_for(Path(f"file{as_suffix}") if as_suffix else path)(path)

@@ -81,3 +81,53 @@ def read_dicom(path: Path) -> tuple[np.ndarray, dict]:
     meta["TransferSyntaxUID"] = str(ds.file_meta.TransferSyntaxUID)
     meta["converted_to"] = "MONOCHROME2" if samples == 1 else meta.get("PhotometricInterpretation")
     return image, meta
+
+
+def read_dicom_series(folder: Path) -> tuple[np.ndarray, dict]:
+    """A folder of single-slice DICOM files as one volume (1, Z, H, W), slices in spatial order.
+
+    Slices are ordered by their position along the slice normal (ImagePositionPatient projected
+    on the cross product of the ImageOrientationPatient row and column directions), not by file
+    name or InstanceNumber, which scanners do not always keep in order. The spacing is
+    (slice step, row spacing, column spacing) in mm.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    slices = []
+    for path in files:
+        try:
+            ds = pydicom.dcmread(path)
+        except (InvalidDicomError, OSError, EOFError, ValueError, KeyError) as err:
+            raise ReadError(f"{path}: not a readable DICOM file in series {folder} ({err})") from err
+        if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
+            raise ReadError(f"{path}: no ImagePositionPatient/ImageOrientationPatient; cannot place it in the series")
+        slices.append((path, ds))
+    if not slices:
+        raise ReadError(f"{folder}: no DICOM files")
+    series = {str(getattr(ds, "SeriesInstanceUID", "")) for _, ds in slices}
+    if len(series) > 1:
+        raise ReadError(f"{folder}: holds {len(series)} series; put each series in its own folder")
+    orientation = np.array(slices[0][1].ImageOrientationPatient, dtype=float)
+    normal = np.cross(orientation[:3], orientation[3:])
+    positions = np.array([np.dot(normal, np.array(ds.ImagePositionPatient, dtype=float)) for _, ds in slices])
+    order = np.argsort(positions, kind="stable")
+    planes = []
+    for index in order:
+        path, ds = slices[index]
+        plane = to_monochrome2(decode_pixels(ds, path), ds)
+        if planes and plane.shape != planes[0].shape:
+            raise ReadError(f"{path}: slice shape {plane.shape} differs from {planes[0].shape} in the series")
+        planes.append(plane)
+    steps = np.diff(positions[order])
+    if len(steps) and np.any(steps <= 0):
+        raise ReadError(f"{folder}: two slices share a position; is a series duplicated?")
+    meta = {k: _json_value(getattr(slices[0][1], k)) for k in KEPT_KEYWORDS
+            if k in slices[0][1] and k != "ImagePositionPatient"}
+    row_spacing, col_spacing = (float(v) for v in getattr(slices[0][1], "PixelSpacing", [1.0, 1.0]))
+    meta["spacing"] = [float(np.median(steps)) if len(steps) else float(getattr(slices[0][1], "SliceThickness", 1.0)),
+                       row_spacing, col_spacing]
+    meta["n_slices"] = len(planes)
+    meta["first_position"] = [float(v) for v in slices[order[0]][1].ImagePositionPatient]
+    return np.stack(planes)[None], meta
