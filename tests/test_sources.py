@@ -82,3 +82,62 @@ def test_sample_ids_stay_unique_across_folders():
     assert sample_ids(files) == ["a__x", "b__x", "b__y"]
     assert sample_ids([Path("/d/a/x.fits"), Path("/d/a/y.fits")]) == ["x", "y"]
     assert np.unique(sample_ids(files)).size == 3
+
+
+def _corrupt(frames, masks, case):
+    """Make frame_00001 bad in one way; return the reason ingest must give."""
+    from astropy.io import fits
+
+    image, mask = frames / "frame_00001.fits", masks / "frame_00001.fits"
+    if case == "nan":
+        fits.PrimaryHDU(np.full((32, 32), np.nan, np.float32)).writeto(image, overwrite=True)
+        return "NaN or Inf"
+    if case == "shape":
+        fits.PrimaryHDU(np.zeros((16, 32), np.uint8)).writeto(mask, overwrite=True)
+        return "mask shape (16, 32) differs"
+    if case == "labels":
+        fits.PrimaryHDU(np.full((32, 32), 9, np.uint8)).writeto(mask, overwrite=True)
+        return "outside the 5 declared classes"
+    if case == "dimensionality":
+        fits.PrimaryHDU(np.zeros((3, 32, 32), np.float32)).writeto(image, overwrite=True)
+        fits.PrimaryHDU(np.zeros((3, 32, 32), np.uint8)).writeto(mask, overwrite=True)
+        return "mixed dimensionality"
+    if case == "unknown format":
+        image.rename(image.with_suffix(".xyz"))
+        return "no reader for files ending in '.xyz'"
+    raise ValueError(case)
+
+
+@pytest.mark.parametrize("policy", ["fail", "skip"])
+@pytest.mark.parametrize("case", ["nan", "shape", "labels", "dimensionality", "unknown format"])
+def test_each_bad_input_under_each_policy(project, user_frames, capsys, case, policy):
+    reason = _corrupt(user_frames / "frames", user_frames / "masks", case)
+    path = minimal_yaml(project, {"kind": "files", "layout": "paired", "path": str(user_frames), "images": "frames"})
+    cfg = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump(cfg | {"on_bad_input": policy}))
+    status = main(["ingest", str(path)])
+    ingested = project / "results/my_ccd/ingested.h5"
+    if policy == "fail":
+        assert status == 2 and not ingested.exists()
+        assert reason in capsys.readouterr().err
+    else:
+        assert status == 0
+        rows = list(csv.DictReader((project / "results/my_ccd/rejected.csv").open()))
+        assert len(rows) == 1 and reason in rows[0]["reason"] and "frame_00001" in rows[0]["path"]
+        with StoreReader(ingested) as store:
+            assert len(store.ids) == 5
+
+
+def test_class_without_example_and_empty_dataset(project, user_frames, capsys):
+    path = minimal_yaml(project, {"kind": "files", "layout": "paired", "path": str(user_frames), "images": "frames"})
+    from astropy.io import fits
+
+    for mask in (user_frames / "masks").iterdir():  # no alpha anywhere
+        data = fits.getdata(mask)
+        fits.PrimaryHDU(np.where(data == ccd.ALPHA, 0, data).astype(np.uint8)).writeto(mask, overwrite=True)
+    assert main(["ingest", str(path)]) == 2
+    assert "declared classes with no example: alpha" in capsys.readouterr().err
+    for frame in (user_frames / "frames").iterdir():
+        frame.write_bytes(b"not a fits file")
+    assert main(["ingest", str(path)]) == 2
+    assert "no usable input among 6 files" in capsys.readouterr().err
