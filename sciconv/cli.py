@@ -24,6 +24,7 @@ STEPS = {
     "inspect": "print layer shapes, receptive field and parameter count; check the input size",
     "run": "all steps in order for one dataset, without Snakemake",
 }
+SUMMARY_HELP = "one table across the configured datasets -> results/summary.md and results/summary.html"
 PREDICT_HELP = "apply a trained model to new files -> masks in the input's format and predictions.csv"
 PIPELINE = ["simulate", "ingest", "split", "preprocess", "train", "evaluate", "explain"]
 DEVICE_STEPS = {"train", "evaluate", "explain", "run"}
@@ -47,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--device", choices=["auto", "cpu", "cuda"],
                            help="override the global config's device")
             p.add_argument("--threads", type=int, help="CPU threads for torch (default: all)")
+    p = sub.add_parser("summary", help=SUMMARY_HELP, description=SUMMARY_HELP)
+    p.add_argument("--config", default="config/config.yaml", help="global config file (default: %(default)s)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p = sub.add_parser("predict", help=PREDICT_HELP, description=PREDICT_HELP)
     p.add_argument("inputs", nargs="+", help="files or folders to predict on")
     p.add_argument("--model", required=True,
@@ -84,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         global_cfg = config.load_global(args.config)
+        if args.step == "summary":
+            from sciconv.steps import summary
+
+            summary.run(global_cfg)
+            return 0
         if args.step == "predict":
             from sciconv.steps import predict
             from sciconv.tracking import tracking_uri

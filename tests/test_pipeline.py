@@ -24,6 +24,9 @@ def test_workflow_produces_every_output_and_logs_to_mlflow(project, tool_env):
         assert (root / name).is_file(), name
     for step in ("simulate", "ingest", "split", "preprocess", "train", "evaluate", "explain"):
         assert (project / f"logs/{step}/ccd_micro.log").is_file(), step
+    summary = (project / "results/summary.md").read_text()
+    assert "| ccd_micro | ccd | segmentation | unet | dice_mean |" in summary
+    assert "ccd_micro/saliency/" in (project / "results/summary.html").read_text()
     saliency = sorted((root / "saliency").glob("*.png"))
     assert len(saliency) == 2
 

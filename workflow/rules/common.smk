@@ -58,7 +58,8 @@ def raw_input(wildcards):
 
 
 def final_outputs():
-    return [f"{RESULTS}/{name}/{leaf}" for name in DATASETS for leaf in ("metrics.json", "saliency")]
+    per_dataset = [f"{RESULTS}/{name}/{leaf}" for name in DATASETS for leaf in ("metrics.json", "saliency")]
+    return per_dataset + [f"{RESULTS}/summary.md", f"{RESULTS}/summary.html"]
 
 
 def ensure_tracking_store():

@@ -1,0 +1,70 @@
+"""summary: one table across datasets -> results/summary.md and results/summary.html."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from sciconv.config import load_dataset
+from sciconv.paths import DatasetPaths
+from sciconv.runtime import atomic_write_text, log
+
+# The headline metric of each task, and its classical baseline.
+MAIN_METRIC = {"segmentation": "dice_mean", "classification": "auroc", "regression": "r2_mean"}
+
+
+def dataset_row(name: str, global_cfg: dict) -> dict:
+    ds = load_dataset(name, global_cfg)
+    paths = DatasetPaths(ds.results_dir)
+    metric = MAIN_METRIC[ds.cfg["task"]]
+    row = {"dataset": name, "domain": ds.cfg["domain"], "task": ds.cfg["task"], "model": ds.cfg["model"]["name"],
+           "metric": metric, "value": None, "baseline": None, "n_test": None, "train_s": None, "run": None,
+           "n_rejected": None, "plots": []}
+    if paths.metrics.is_file():
+        metrics = json.loads(paths.metrics.read_text())
+        row |= {"value": metrics.get(metric), "baseline": metrics.get(f"baseline_{metric}"),
+                "n_test": metrics.get("n_test"), "run": metrics.get("mlflow_run_id")}
+    if (paths.model_dir / "run.json").is_file():
+        import torch
+
+        history = torch.load(paths.model, map_location="cpu", weights_only=True).get("history", [])
+        row["train_s"] = sum(epoch.get("epoch_time_s", 0.0) for epoch in history)
+    if paths.rejected.is_file():
+        row["n_rejected"] = len(paths.rejected.read_text().splitlines()) - 1
+    results_root = Path(global_cfg["results_dir"])
+    row["plots"] = [str(p.relative_to(results_root)) for p in sorted(paths.saliency.glob("*.png"))]
+    return row
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def run(global_cfg: dict) -> None:
+    rows = [dataset_row(name, global_cfg) for name in global_cfg["datasets"]]
+    root = Path(global_cfg["results_dir"])
+    header = ["dataset", "domain", "task", "model", "metric", "value", "baseline", "n_test", "training (s)",
+              "rejected inputs", "MLflow run"]
+    cells = [[r["dataset"], r["domain"], r["task"], r["model"], r["metric"], _fmt(r["value"]), _fmt(r["baseline"]),
+              _fmt(r["n_test"]), _fmt(r["train_s"], 0), _fmt(r["n_rejected"]), _fmt(r["run"])] for r in rows]
+    md = ["# sciconv summary", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(c) + " |" for c in cells]
+    for r in rows:
+        if r["plots"]:
+            md += ["", f"## {r['dataset']}: saliency", ""] + [f"![{p}]({p})" for p in r["plots"]]
+    atomic_write_text(root / "summary.md", "\n".join(md) + "\n")
+
+    table = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells)
+    galleries = "".join(
+        f"<h2>{html.escape(r['dataset'])}: saliency</h2>"
+        + "".join(f'<a href="{html.escape(p)}"><img src="{html.escape(p)}" style="max-width:100%"></a>'
+                  for p in r["plots"]) for r in rows if r["plots"])
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>sciconv summary</title>"
+            f"<style>table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}</style></head>"
+            f"<body><h1>sciconv summary</h1><table><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in header)}</tr>"
+            f"{table}</table>{galleries}</body></html>\n")
+    atomic_write_text(root / "summary.html", page)
+    log.info("wrote %s and %s", root / "summary.md", root / "summary.html")

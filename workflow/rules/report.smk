@@ -1,0 +1,19 @@
+# summary across datasets
+
+
+rule summary:
+    input:
+        metrics=expand(f"{RESULTS}/{{dataset}}/metrics.json", dataset=list(DATASETS)),
+        saliency=expand(f"{RESULTS}/{{dataset}}/saliency", dataset=list(DATASETS)),
+    output:
+        md=f"{RESULTS}/summary.md",
+        html=f"{RESULTS}/summary.html",
+    params:
+        global_config=GLOBAL_CONFIG,
+    log:
+        "logs/summary/all.log",
+    threads: 1
+    conda:
+        ENV
+    shell:
+        "sciconv summary --config {params.global_config} > {log} 2>&1"
