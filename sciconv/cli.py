@@ -24,6 +24,7 @@ STEPS = {
     "inspect": "print layer shapes, receptive field and parameter count; check the input size",
     "run": "all steps in order for one dataset, without Snakemake",
 }
+UI_HELP = "start the MLflow UI over the project's store and print its address"
 SUMMARY_HELP = "one table across the configured datasets -> results/summary.md and results/summary.html"
 PREDICT_HELP = "apply a trained model to new files -> masks in the input's format and predictions.csv"
 PIPELINE = ["simulate", "ingest", "split", "preprocess", "train", "evaluate", "explain"]
@@ -48,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--device", choices=["auto", "cpu", "cuda"],
                            help="override the global config's device")
             p.add_argument("--threads", type=int, help="CPU threads for torch (default: all)")
+    p = sub.add_parser("ui", help=UI_HELP, description=UI_HELP)
+    p.add_argument("--config", default="config/config.yaml", help="global config file (default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind; anything but loopback warns (default: %(default)s)")
+    p.add_argument("--port", type=int, default=5000, help="(default: %(default)s)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p = sub.add_parser("summary", help=SUMMARY_HELP, description=SUMMARY_HELP)
     p.add_argument("--config", default="config/config.yaml", help="global config file (default: %(default)s)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -88,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         global_cfg = config.load_global(args.config)
+        if args.step == "ui":
+            from sciconv.tracking import tracking_uri
+            from sciconv.ui import serve
+
+            return serve(tracking_uri(global_cfg), args.host, args.port)
         if args.step == "summary":
             from sciconv.steps import summary
 
