@@ -61,3 +61,31 @@ def test_pooled_dice_and_iou():
     empty = ConfusionCounts(3)
     empty.update(np.zeros((2, 2)), np.zeros((2, 2)))
     assert np.isnan(segmentation_metrics(empty, ["bg", "a", "b"])["dice_a"])  # absent class: undefined, not 0 or 1
+
+
+def test_kfold_deals_every_group_once_and_stratifies():
+    from sciconv.steps.split import kfold_groups
+
+    groups = {f"g{i}": ("rare" if i < 5 else "common") for i in range(23)}
+    folds = kfold_groups(groups, 5, seed=1)
+    assert sorted(sum(folds, [])) == sorted(groups)
+    assert [len(f) for f in folds] == [5, 5, 5, 4, 4]
+    assert all(sum(groups[g] == "rare" for g in fold) == 1 for fold in folds)  # one rare group per fold
+    assert folds == kfold_groups(groups, 5, seed=1)
+
+
+def test_split_step_with_folds_keeps_groups_whole(project):
+    import yaml
+
+    from sciconv.cli import main
+
+    path = project / "config/datasets/ccd_micro.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    cfg["split"] = {"k_folds": 3, "fold": 1}
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["simulate", "ccd_micro"]) == 0 and main(["ingest", "ccd_micro"]) == 0
+    assert main(["split", "ccd_micro"]) == 0
+    split = json.loads((project / "results/ccd_micro/split.json").read_text())
+    assert split["k_folds"] == 3 and split["val"] == split["folds"][1]
+    assert sorted(split["train"] + split["val"]) == sorted(sum(split["folds"], []))
+    assert not set(split["test"]) & set(split["train"] + split["val"])

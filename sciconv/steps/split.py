@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
-from sciconv.config import DatasetConfig
+from sciconv.config import ConfigError, DatasetConfig
 from sciconv.paths import DatasetPaths
 from sciconv.runtime import atomic_write_json, derive_seed, log
 from sciconv.store import StoreReader
@@ -61,21 +61,53 @@ def split_groups(groups: dict[str, str], val_fraction: float, test_fraction: flo
     return sets
 
 
+def kfold_groups(groups: dict[str, str], k: int, seed: int) -> list[list[str]]:
+    """k folds of groups, stratified: each stratum's groups are shuffled and dealt out in turn."""
+    rng = np.random.default_rng(seed)
+    folds: list[list[str]] = [[] for _ in range(k)]
+    turn = 0  # carried across strata so that small strata do not all start at fold 0
+    by_stratum: dict[str, list[str]] = defaultdict(list)
+    for group, stratum in sorted(groups.items()):
+        by_stratum[stratum].append(group)
+    for stratum in sorted(by_stratum):
+        members = list(by_stratum[stratum])
+        rng.shuffle(members)
+        for group in members:
+            folds[turn % k].append(group)
+            turn += 1
+    return folds
+
+
 def run(ds: DatasetConfig) -> None:
     paths = DatasetPaths(ds.results_dir)
     params = ds.cfg["split"]
     with StoreReader(paths.ingested) as store:
         keys = stratum_keys(store, ds.cfg["task"]) if params["stratify"] else {i: "all" for i in store.ids}
         group_of = {i: str(store.sample_attrs(i).get("group", i)) for i in store.ids}
+    frequency = Counter(keys.values())
     group_stratum: dict[str, str] = {}
     for sample_id, group in group_of.items():
-        # A group takes the rarest key among its samples.
-        group_stratum[group] = min(group_stratum.get(group, keys[sample_id]), keys[sample_id])
+        # A group takes the rarest key among its samples, so rare cases spread over the sets.
+        current = group_stratum.get(group, keys[sample_id])
+        group_stratum[group] = min(current, keys[sample_id], key=lambda key: (frequency[key], key))
     seed = derive_seed(ds.seed, ds.name, "split")
     group_sets = split_groups(group_stratum, params["val_fraction"], params["test_fraction"], seed)
+    extra = {}
+    if params["k_folds"]:
+        # Cross-validation: the test set stays aside; train + val are re-dealt into k folds and
+        # fold `fold` is the validation set of this run.
+        pool = {g: s for g, s in group_stratum.items() if g not in set(group_sets["test"])}
+        if params["fold"] >= params["k_folds"] or len(pool) < params["k_folds"]:
+            raise ConfigError(f"{ds.path}: key split.fold: {params['fold']} must be below split.k_folds "
+                             f"({params['k_folds']}), and there must be at least k groups ({len(pool)} outside test)")
+        folds = kfold_groups(pool, params["k_folds"], derive_seed(seed, "folds"))
+        group_sets["val"] = folds[params["fold"]]
+        group_sets["train"] = [g for i, fold in enumerate(folds) if i != params["fold"] for g in fold]
+        extra = {"k_folds": params["k_folds"], "fold": params["fold"],
+                 "folds": [sorted(i for i, g in group_of.items() if g in set(fold)) for fold in folds]}
     set_of_group = {g: name for name, groups in group_sets.items() for g in groups}
     split = {name: sorted(i for i, g in group_of.items() if set_of_group[g] == name) for name in group_sets}
     counts = {name: dict(sorted(Counter(keys[i] for i in ids).items())) for name, ids in split.items()}
     atomic_write_json(paths.split, {"seed": seed, "stratified_by": "label" if ds.cfg["task"] == "classification"
-                                    else "rarest class present", "strata": counts, **split})
+                                    else "rarest class present", "strata": counts, **split, **extra})
     log.info("split %s: train %d, val %d, test %d", ds.name, *(len(split[k]) for k in ("train", "val", "test")))
