@@ -141,3 +141,44 @@ def test_class_without_example_and_empty_dataset(project, user_frames, capsys):
         frame.write_bytes(b"not a fits file")
     assert main(["ingest", str(path)]) == 2
     assert "no usable input among 6 files" in capsys.readouterr().err
+
+
+def test_hdf5_files_with_configured_image_mask_and_label_paths(project, user_frames):
+    """One HDF5 file per sample, parts at the dataset paths the config names; label as an attribute."""
+    import h5py
+    from astropy.io import fits
+
+    folder = project / "h5data"
+    folder.mkdir()
+    for frame in sorted((user_frames / "frames").iterdir()):
+        with h5py.File(folder / f"{frame.stem}.h5", "w") as f:
+            f.create_dataset("detector/adu", data=fits.getdata(frame))
+            f.create_dataset("truth/classes", data=fits.getdata(user_frames / "masks" / frame.name))
+            f["detector/adu"].attrs["GAIN"] = 2.0
+    with open(folder / "list.csv", "w") as handle:
+        handle.write("image,group\n" + "".join(f"{p.name},g{i}\n" for i, p in enumerate(sorted(folder.glob("*.h5")))))
+    path = minimal_yaml(project, {"kind": "files", "layout": "manifest", "manifest": str(folder / "list.csv"),
+                                  "hdf5": {"image": "detector/adu", "mask": "truth/classes"}})
+    assert main(["ingest", str(path)]) == 0
+    with StoreReader(project / "results/my_ccd/ingested.h5") as store:
+        sample = store.sample(store.ids[0])
+        expected = fits.getdata(user_frames / "masks" / "frame_00000.fits")
+        np.testing.assert_array_equal(sample.mask, expected)
+        assert sample.attrs["meta"]["GAIN"] == 2.0 and sample.attrs["meta"]["dataset"] == "detector/adu"
+
+
+def test_hdf5_label_from_attribute():
+    import tempfile
+    from pathlib import Path
+
+    import h5py
+
+    from sciconv.io.arrays import read_hdf5_sample
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "s.h5"
+        with h5py.File(path, "w") as f:
+            f.create_dataset("image", data=np.zeros((4, 4)))
+            f.attrs["diagnosis"] = "malignant"
+        image, _, mask, label = read_hdf5_sample(path, label="diagnosis")
+        assert image.shape == (1, 4, 4) and mask is None and label == "malignant"

@@ -91,3 +91,38 @@ def read_numpy(path: Path) -> tuple[np.ndarray, dict]:
             key = pick(list(loaded.files), path)
             return channels_first(loaded[key], path), {"array": key}
     return channels_first(loaded, path), {}
+
+
+def read_hdf5_sample(path: Path, image: str = "image", mask: str | None = None,
+                     label: str | None = None) -> tuple[np.ndarray, dict, np.ndarray | None, object]:
+    """Image, metadata, mask and label of one sample stored together in one HDF5 file.
+
+    `mask` names a dataset; `label` names a scalar dataset, or else an attribute of the image
+    dataset or of the file.
+    """
+    import h5py
+
+    array, meta = read_hdf5(path, image)
+    mask_array, label_value = None, None
+    try:
+        with h5py.File(path, "r") as handle:
+            if mask:
+                if mask not in handle:
+                    raise ReadError(f"{path}: no mask dataset {mask!r}")
+                mask_array = np.asarray(handle[mask][()])
+            if label:
+                if label in handle and isinstance(handle[label], h5py.Dataset):
+                    label_value = handle[label][()]
+                elif label in handle[image].attrs:
+                    label_value = handle[image].attrs[label]
+                elif label in handle.attrs:
+                    label_value = handle.attrs[label]
+                else:
+                    raise ReadError(f"{path}: no label {label!r} (neither a dataset nor an attribute)")
+    except OSError as err:
+        raise ReadError(f"{path}: not a readable HDF5 file ({err})") from err
+    if isinstance(label_value, np.generic):
+        label_value = label_value.item()
+    if isinstance(label_value, bytes):
+        label_value = label_value.decode()
+    return array, meta, mask_array, label_value

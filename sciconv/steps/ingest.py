@@ -38,6 +38,22 @@ def _check(image: np.ndarray, mask: np.ndarray | None, n_classes: int) -> str | 
     return None
 
 
+def read_row(row: dict, hdf5_keys: dict | None, as_suffix: str | None):
+    """(image, metadata, mask or None, label stored in the file or None) for one input row."""
+    image_path = Path(row["image"])
+    is_hdf5 = (as_suffix or image_path.suffix).lower() in (".h5", ".hdf5", ".hdf")
+    if hdf5_keys and is_hdf5:
+        from sciconv.io.arrays import read_hdf5_sample
+
+        image, meta, mask, label = read_hdf5_sample(image_path, hdf5_keys.get("image", "image"),
+                                                    hdf5_keys.get("mask"), hdf5_keys.get("label"))
+        if mask is not None and not row.get("mask"):
+            return image, meta, mask.astype(np.int64), label
+        return image, meta, readers.read_mask(row["mask"], as_suffix) if row.get("mask") else None, label
+    image, meta = readers.read(image_path, as_suffix)
+    return image, meta, readers.read_mask(row["mask"], as_suffix) if row.get("mask") else None, None
+
+
 def sample_ids(files: list[Path]) -> list[str]:
     """Sample ids: file names without suffixes, prefixed by their folders (below the common one) where names repeat."""
     stems = [f.name.split(".")[0] for f in files]
@@ -96,6 +112,7 @@ def run(ds: DatasetConfig) -> None:
     except sources.SourceError as err:
         raise IngestError(str(err)) from err
     as_suffix = sources.format_hint(ds)
+    hdf5_keys = ds.cfg["source"].get("hdf5")
     ids = sample_ids([Path(r["image"]) for r in rows])
     class_names = ds.domain.CLASS_NAMES
     policy = ds.cfg["on_bad_input"]
@@ -110,8 +127,7 @@ def run(ds: DatasetConfig) -> None:
                 rejected.append((str(image_path), row["missing_mask"]))
                 continue
             try:
-                image, meta = readers.read(image_path, as_suffix)
-                mask = readers.read_mask(row["mask"], as_suffix) if row.get("mask") else None
+                image, meta, mask, stored_label = read_row(row, hdf5_keys, as_suffix)
                 sha = sha256_file(image_path)
             except readers.ReadError as err:
                 rejected.append((str(image_path), str(err).removeprefix(f"{image_path}: ")))
@@ -120,7 +136,17 @@ def run(ds: DatasetConfig) -> None:
             if reason:
                 rejected.append((str(image_path), reason))
                 continue
-            label = int(row["label"]) if row.get("label") not in (None, "") else None
+            label = row.get("label") if row.get("label") not in (None, "") else stored_label
+            if label is not None:
+                try:
+                    label = int(label) if str(label).lstrip("-").isdigit() else class_names.index(str(label))
+                except ValueError:
+                    rejected.append((str(image_path), f"label {label!r} is not a declared class "
+                                                      f"({', '.join(class_names)}) nor a class index"))
+                    continue
+                if not 0 <= label < len(class_names):
+                    rejected.append((str(image_path), f"label {label} outside the {len(class_names)} declared classes"))
+                    continue
             inspector.accept(image_path, sha, image, mask, label)
             attrs = {"source": str(image_path), "sha256": sha, "meta": json.dumps(meta)}
             for key in ("group", "target"):
