@@ -165,6 +165,11 @@ class DatasetConfig:
         return get_domain(self.cfg["domain"])
 
     @property
+    def class_names(self) -> list[str]:
+        """The domain's fixed classes, or those the dataset YAML declares (domain generic)."""
+        return list(self.domain.CLASS_NAMES or self.cfg["classes"])
+
+    @property
     def seed(self) -> int:
         return int(self.global_cfg["seed"])
 
@@ -192,6 +197,14 @@ def load_dataset(name_or_path: str, global_cfg: dict) -> DatasetConfig:
     if cfg["task"] not in module.TASKS:
         raise ConfigError(
             f"{path}: key task: domain {domain!r} supports {', '.join(module.TASKS)}, not {cfg['task']!r}")
+    if cfg["source"]["kind"] == "simulate" and not hasattr(module, "simulate"):
+        raise ConfigError(f"{path}: key source.kind: domain {domain!r} has no simulator; use kind: files")
+    if module.CLASS_NAMES is None and cfg["task"] != "regression" and not cfg.get("classes"):
+        raise ConfigError(f"{path}: key classes: domain {domain!r} needs the list of class names "
+                          "(background first for segmentation), e.g. classes: [background, cell]")
+    if module.CLASS_NAMES is not None and cfg.get("classes") not in (None, module.CLASS_NAMES):
+        raise ConfigError(f"{path}: key classes: domain {domain!r} fixes its classes: "
+                          f"{', '.join(module.CLASS_NAMES)}; remove the key")
     return DatasetConfig(name=path.stem, path=path, cfg=cfg, global_cfg=global_cfg)
 
 

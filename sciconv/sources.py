@@ -75,7 +75,7 @@ def user_rows(ds: DatasetConfig) -> list[dict]:
     rows: list[dict] = []
     for folder in folders:
         if layout == "folders":
-            class_names = ds.domain.CLASS_NAMES
+            class_names = ds.class_names
             for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
                 if sub.name not in class_names:
                     raise SourceError(f"{sub}: folder name is not a declared class; classes: {', '.join(class_names)}")

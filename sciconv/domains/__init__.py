@@ -1,7 +1,7 @@
 """Built-in domains, one module each.
 
 A domain module provides, and is the only place that knows:
-  TASKS, CLASS_NAMES      what it can be trained for and the mask/label classes
+  TASKS, CLASS_NAMES      what it can be trained for and the mask/label classes (None: from the YAML's `classes`)
   SCHEMAS                 JSON schemas of its source, preprocess, augment and baseline sections
   DEFAULTS                its defaults for any dataset section (model, train, ...)
   simulate(cfg, out_dir, seed) -> list of manifest rows

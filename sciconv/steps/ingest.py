@@ -114,7 +114,7 @@ def run(ds: DatasetConfig) -> None:
     as_suffix = sources.format_hint(ds)
     hdf5_keys = ds.cfg["source"].get("hdf5")
     ids = sample_ids([Path(r["image"]) for r in rows])
-    class_names = ds.domain.CLASS_NAMES
+    class_names = ds.class_names
     policy = ds.cfg["on_bad_input"]
     rejected: list[tuple[str, str]] = []
     inspector = Inspector(len(class_names))

@@ -14,7 +14,7 @@ def input_shape(ds: DatasetConfig) -> tuple[int, ...]:
 
 def run(ds: DatasetConfig) -> str:
     shape = input_shape(ds)
-    args = models.model_args(ds.cfg["model"], len(shape) - 2, shape[1], len(ds.domain.CLASS_NAMES))
+    args = models.model_args(ds.cfg["model"], len(shape) - 2, shape[1], len(ds.class_names))
     models.check_input_size(args, shape[2:])
     net = models.build(args)
     rows, receptive_field, total = models.inspect(net, shape)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from skimage.transform import resize
+
 from sciconv.config import DatasetConfig
 from sciconv.paths import DatasetPaths
 from sciconv.runtime import Progress, log
@@ -21,7 +23,11 @@ def run(ds: DatasetConfig) -> None:
         progress = Progress("preprocess", len(source.ids))
         for done, sample in enumerate(source, start=1):  # streaming: one sample in memory at a time
             image, extra = ds.domain.preprocess(sample.image, sample.attrs.get("meta", {}), params)
+            mask = sample.mask
+            if mask is not None and mask.shape != image.shape[1:]:
+                # The domain resized the image: the mask follows, nearest neighbour so classes stay classes.
+                mask = resize(mask, image.shape[1:], order=0, preserve_range=True, anti_aliasing=False).astype(mask.dtype)
             attrs = {k: v for k, v in sample.attrs.items() if k != "meta"}
-            out.add(Sample(sample.id, image, sample.mask, {**attrs, **extra}))
+            out.add(Sample(sample.id, image, mask, {**attrs, **extra}))
             progress(done)
     log.info("preprocessed %d samples into %s", out.count, paths.preprocessed)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from sciconv import __version__, data, models
-from sciconv.config import DatasetConfig, flatten
+from sciconv.config import ConfigError, DatasetConfig, flatten
 from sciconv.inference import autocast, load_checkpoint, segment_logits
 from sciconv.metrics import ConfusionCounts, segmentation_metrics
 from sciconv.paths import DatasetPaths
@@ -68,6 +68,9 @@ def validation_metrics(net, records, patch_size, num_classes, class_names, devic
 def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None) -> None:
     paths = DatasetPaths(ds.results_dir)
     cfg, train_cfg = ds.cfg, ds.cfg["train"]
+    if cfg["task"] != "segmentation":
+        raise ConfigError(f"{ds.path}: key task: training for {cfg['task']!r} is not built yet; "
+                          "sciconv trains segmentation networks today")
     dev = pick_device(device or ds.global_cfg["device"])
     if dev.type == "cpu":
         torch.set_num_threads(train_cfg["num_threads"] or threads or torch.get_num_threads())
@@ -78,7 +81,7 @@ def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None
     split = data.load_split(paths.split)
     train_records = data.load_records(paths.preprocessed, split["train"])
     val_records = data.load_records(paths.preprocessed, split["val"])
-    class_names = ds.domain.CLASS_NAMES
+    class_names = ds.class_names
     num_classes = len(class_names)
     spatial_dims = train_records[0]["image"].ndim - 1
     args = models.model_args(cfg["model"], spatial_dims, train_records[0]["image"].shape[0], num_classes)
