@@ -117,7 +117,7 @@ def inspect(net: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[LayerRow
     net.eval()
     try:
         with torch.no_grad():
-            net(torch.zeros(input_shape))
+            net(torch.zeros(input_shape, device=next(net.parameters()).device))
     finally:
         for handle in hooks:
             handle.remove()

@@ -49,7 +49,8 @@ def class_saliency(net: nn.Module, image: np.ndarray, prediction: np.ndarray, nu
 
     classes = list(range(1, num_classes))
     wrapper = ClassScores(net, predicted_regions(prediction, num_classes)).eval()
-    x = torch.from_numpy(np.ascontiguousarray(image))[None].float()
+    device = next(net.parameters()).device  # run where the model already is: no copies per image
+    x = torch.from_numpy(np.ascontiguousarray(image))[None].float().to(device)
     maps = {}
     if method == "gradcam":
         cam = GradCAM(nn_module=wrapper, target_layers=f"net.{target_layer}")

@@ -30,14 +30,12 @@ def run(ds: DatasetConfig, device: str | None = None) -> None:
     class_names, patch_size = checkpoint["class_names"], checkpoint["patch_size"]
     test = data.load_records(paths.preprocessed, data.load_split(paths.split)["test"])
     target_layer = params["target_layer"] or models.last_conv_before_output(
-        net.cpu(), (1, test[0]["image"].shape[0], *patch_size))
-    net = net.to(dev)
+        net, (1, test[0]["image"].shape[0], *patch_size))
     paths.saliency.mkdir(parents=True, exist_ok=True)
     for record in pick_samples(test, len(class_names), params["n_samples"]):
         prediction = segment(net, record["image"], patch_size, dev, amp=False)
-        maps = class_saliency(net.cpu(), record["image"], prediction, len(class_names), params["method"],
+        maps = class_saliency(net, record["image"], prediction, len(class_names), params["method"],
                               target_layer, patch_size)
-        net = net.to(dev)
         render_segmentation(paths.saliency / f"{record['id']}.png", record["image"], record["mask"][0], prediction,
                             maps, class_names, f"{ds.name} {record['id']}: {params['method']} on {target_layer}")
     tracker = Tracker(tracking_uri(ds.global_cfg), ds.global_cfg["results_dir"], ds.name)
