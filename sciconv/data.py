@@ -28,7 +28,8 @@ def load_records(store_path: Path | str, ids: list[str]) -> list[dict]:
     with StoreReader(store_path) as store:
         for sample_id in ids:
             sample = store.sample(sample_id)
-            record = {"image": sample.image.astype(np.float32), "id": sample.id, "attrs": sample.attrs}
+            record = {"image": sample.image.astype(np.float32), "id": sample.id, "attrs": sample.attrs,
+                      "label": sample.attrs.get("label")}
             if sample.mask is not None:
                 record["mask"] = sample.mask[None].astype(np.int64)
             records.append(record)
@@ -64,4 +65,49 @@ def segmentation_train_loader(records: list[dict], num_classes: int, train_cfg: 
                            cache_rate=1.0, num_workers=0, progress=False, copy_cache=False)
     loader = DataLoader(dataset, batch_size=max(1, train_cfg["batch_size"] // train_cfg["patches_per_image"]),
                         shuffle=True, num_workers=num_workers, drop_last=False)
+    return loader, dataset.transform
+
+
+IMBALANCE_STRATEGIES = ("none", "balanced_sampler", "weighted_ce", "focal")
+
+
+def class_counts(labels, n_classes: int) -> np.ndarray:
+    return np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes)
+
+
+def inverse_frequency_weights(labels, n_classes: int) -> np.ndarray:
+    """n / (k * n_c) per class: 1 for every class when balanced; absent classes get weight 0."""
+    counts = class_counts(labels, n_classes).astype(np.float64)
+    return np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
+
+
+def balanced_sampler(labels, n_classes: int):
+    """Draws each class equally often in expectation (with replacement), one epoch = len(labels) draws.
+
+    Uses torch's global generator, which the training loop seeds per epoch, so a resumed run
+    draws the same samples.
+    """
+    import torch
+    from torch.utils.data import WeightedRandomSampler
+
+    per_sample = inverse_frequency_weights(labels, n_classes)[np.asarray(labels, dtype=np.int64)]
+    return WeightedRandomSampler(torch.as_tensor(per_sample, dtype=torch.double), num_samples=len(labels),
+                                 replacement=True)
+
+
+def classification_train_loader(records: list[dict], n_classes: int, train_cfg: dict, augment: list,
+                                num_workers: int = 0) -> tuple[DataLoader, Compose]:
+    """Whole images with their labels; the class-balanced sampler when train.imbalance asks for it."""
+    shapes = {r["image"].shape for r in records}
+    if len(shapes) > 1:
+        raise ValueError(f"training images differ in shape ({', '.join(map(str, sorted(shapes)[:3]))}, ...); "
+                         "a classifier batches whole images: set preprocess.size so they are resized alike")
+    labels = [int(r["label"]) for r in records]
+    random_part = Compose(list(augment))
+    dataset = CacheDataset([{"image": r["image"], "label": np.int64(r["label"])} for r in records],
+                           transform=Compose([EnsureTyped(keys="image", track_meta=False), *random_part.transforms]),
+                           cache_rate=1.0, num_workers=0, progress=False, copy_cache=False)
+    sampler = balanced_sampler(labels, n_classes) if train_cfg["imbalance"] == "balanced_sampler" else None
+    loader = DataLoader(dataset, batch_size=train_cfg["batch_size"], shuffle=sampler is None, sampler=sampler,
+                        num_workers=num_workers, drop_last=len(records) > train_cfg["batch_size"])
     return loader, dataset.transform

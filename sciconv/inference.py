@@ -46,3 +46,17 @@ def segment(net, image: np.ndarray, patch_size, device, amp: bool = True) -> np.
     """Integer class map of one image (C, *spatial)."""
     logits = segment_logits(net, torch.from_numpy(np.ascontiguousarray(image))[None], patch_size, device, amp)
     return logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
+
+
+@torch.no_grad()
+def predict_probabilities(net: torch.nn.Module, images: list[np.ndarray], device: torch.device, amp: bool = True,
+                          batch_size: int = 16) -> np.ndarray:
+    """Softmax class probabilities (N, K) of whole images, in batches."""
+    net.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = torch.from_numpy(np.stack(images[start:start + batch_size])).float().to(device)
+        with autocast(device, amp):
+            logits = net(batch)
+        out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0))

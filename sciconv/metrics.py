@@ -1,4 +1,4 @@
-"""Metrics: segmentation from a pooled confusion matrix.
+"""Metrics: segmentation from a pooled confusion matrix; classification from scores.
 
 Dice is pooled over all test pixels (2 TP / (2 TP + FP + FN) summed over
 frames) rather than averaged per frame: a rare class is absent from many
@@ -42,3 +42,73 @@ def segmentation_metrics(counts: ConfusionCounts, class_names: list[str], prefix
     out[f"{prefix}dice_mean"] = float(np.mean(dices)) if dices else float("nan")
     out[f"{prefix}iou_mean"] = float(np.mean(ious)) if ious else float("nan")
     return out
+
+
+# --------------------------------------------------------------------------- classification
+def positive_scores(probabilities: np.ndarray) -> np.ndarray:
+    """The score a binary decision thresholds: the probability of the last (positive) class."""
+    return probabilities[:, -1]
+
+
+def choose_threshold(scores: np.ndarray, labels: np.ndarray, target_sensitivity: float | None = None) -> float:
+    """Decision threshold on validation scores of a binary problem.
+
+    With a target sensitivity: the highest threshold that still reaches it (screening
+    programmes fix the sensitivity they need and take the best specificity there).
+    Otherwise Youden's J = sensitivity + specificity - 1, maximal. Without both classes
+    in the validation set there is nothing to choose from, and 0.5 stays.
+    """
+    from sklearn.metrics import roc_curve
+
+    labels = np.asarray(labels).astype(int)
+    if len(np.unique(labels)) < 2:
+        return 0.5
+    fpr, tpr, thresholds = roc_curve(labels, scores)
+    finite = np.isfinite(thresholds)  # sklearn's first threshold is +inf (nothing called positive)
+    fpr, tpr, thresholds = fpr[finite], tpr[finite], thresholds[finite]
+    if target_sensitivity is not None:
+        reaching = np.flatnonzero(tpr >= target_sensitivity)
+        return float(thresholds[reaching[0]]) if len(reaching) else float(thresholds[-1])
+    return float(thresholds[np.argmax(tpr - fpr)])
+
+
+def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, threshold: float | None = None,
+                           prefix: str = "") -> dict[str, float]:
+    """auroc, pr_auc, balanced_accuracy, sensitivity, specificity (binary at `threshold`; macro one-vs-rest otherwise).
+
+    Undefined values (a class absent from the set) are NaN rather than a misleading 0 or 1.
+    """
+    from sklearn.metrics import average_precision_score, balanced_accuracy_score, roc_auc_score
+
+    labels = np.asarray(labels).astype(int)
+    n_classes = probabilities.shape[1]
+    both = len(np.unique(labels)) >= 2
+    if n_classes == 2:
+        scores = positive_scores(probabilities)
+        predicted = (scores >= (0.5 if threshold is None else threshold)).astype(int)
+        auroc = roc_auc_score(labels, scores) if both else np.nan
+        pr_auc = average_precision_score(labels, scores) if both else np.nan
+        positives, negatives = labels == 1, labels == 0
+        sensitivity = predicted[positives].mean() if positives.any() else np.nan
+        specificity = (1 - predicted[negatives]).mean() if negatives.any() else np.nan
+    else:
+        predicted = probabilities.argmax(1)
+        present = np.unique(labels)
+        onehot = np.eye(n_classes)[labels]
+        auroc = (roc_auc_score(labels, probabilities, multi_class="ovr", average="macro", labels=range(n_classes))
+                 if len(present) == n_classes else np.nan)
+        pr_auc = (average_precision_score(onehot[:, present], probabilities[:, present], average="macro")
+                  if both else np.nan)
+        recalls = [np.mean(predicted[labels == c] == c) for c in present]
+        specificities = [np.mean(predicted[labels != c] != c) for c in present if (labels != c).any()]
+        sensitivity, specificity = np.mean(recalls), (np.mean(specificities) if specificities else np.nan)
+    out = {"auroc": auroc, "pr_auc": pr_auc,
+           "balanced_accuracy": balanced_accuracy_score(labels, predicted) if len(labels) else np.nan,
+           "sensitivity": sensitivity, "specificity": specificity}
+    return {f"{prefix}{k}": float(v) for k, v in out.items()}
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
+    counts = ConfusionCounts(n_classes)
+    counts.update(np.asarray(predicted), np.asarray(labels))
+    return counts.matrix

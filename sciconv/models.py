@@ -21,16 +21,48 @@ def _norm(name: str):
     return None if name == "none" else name
 
 
+SEGMENTERS = ("unet", "basic_unet")
+RESNET_LAYERS = {"resnet10": [1, 1, 1, 1], "resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3]}
+
+
+def is_segmenter(name: str) -> bool:
+    return name in SEGMENTERS
+
+
 def model_args(model_cfg: dict, spatial_dims: int, in_channels: int, out_channels: int) -> dict:
-    return {"name": model_cfg["name"], "spatial_dims": spatial_dims, "in_channels": in_channels,
-            "out_channels": out_channels, "channels": list(model_cfg["channels"]),
-            "strides": list(model_cfg["strides"]), "num_res_units": model_cfg["num_res_units"],
-            "dropout": model_cfg["dropout"], "norm": model_cfg["norm"]}
+    """Everything needed to rebuild the network, as plain data (saved in every checkpoint)."""
+    return {"spatial_dims": spatial_dims, "in_channels": in_channels, "out_channels": out_channels,
+            **{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in model_cfg.items()}}
+
+
+def build_classifier(args: dict) -> nn.Module:
+    """A MONAI image-level network with `out_channels` outputs (class logits or regression targets), from scratch."""
+    from monai.networks.nets import DenseNet, DenseNet121, EfficientNetBN, ResNet
+
+    name, dims, cin, cout = args["name"], args["spatial_dims"], args["in_channels"], args["out_channels"]
+    if name == "densenet121":
+        return DenseNet121(spatial_dims=dims, in_channels=cin, out_channels=cout, dropout_prob=args["dropout"])
+    if name == "densenet":
+        return DenseNet(spatial_dims=dims, in_channels=cin, out_channels=cout, init_features=args["init_features"],
+                        growth_rate=args["growth_rate"], block_config=tuple(args["block_config"]),
+                        dropout_prob=args["dropout"])
+    if name in RESNET_LAYERS:
+        # widths scale MONAI's default (64, 128, 256, 512) planes; a 7-wide first kernel as in the paper
+        planes = [int(p * args["width_factor"]) for p in (64, 128, 256, 512)]
+        return ResNet("basic", RESNET_LAYERS[name], planes, spatial_dims=dims, n_input_channels=cin,
+                      num_classes=cout)
+    if name.startswith("efficientnet-"):
+        # pretrained=False: no hub weights can be fetched here; transfer learning goes through init_from
+        return EfficientNetBN(name, pretrained=False, spatial_dims=dims, in_channels=cin, num_classes=cout,
+                              dropout_rate=args["dropout"])
+    raise ModelConfigError(f"model.name {name!r} is not built in")
 
 
 def build(args: dict) -> nn.Module:
     from monai.networks.nets import BasicUNet, UNet
 
+    if not is_segmenter(args["name"]):
+        return build_classifier(args)
     if args["name"] == "unet":
         if len(args["strides"]) != len(args["channels"]) - 1:
             raise ModelConfigError(
@@ -56,6 +88,12 @@ def downsampling_factor(args: dict) -> int:
 
 
 def check_input_size(args: dict, size: list[int] | tuple[int, ...], what: str = "train.patch_size") -> None:
+    if not is_segmenter(args["name"]):
+        # classifiers end in global pooling: any size works once it survives the downsampling
+        if min(size) < 32:
+            raise ModelConfigError(f"{what} {list(size)} is too small for {args['name']}: it downsamples by 32; "
+                                   "use at least 32 per axis")
+        return
     factor = downsampling_factor(args)
     bad = [s for s in size if s % factor]
     if bad:
@@ -124,6 +162,25 @@ def inspect(net: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[LayerRow
         net.train(was_training)
     total = sum(p.numel() for p in net.parameters())
     return rows, int(state["rf"]), total
+
+
+def cam_target_layer(net: nn.Module, name: str) -> str:
+    """The layer whose activations Grad-CAM weighs for an image-level network: its last spatial feature maps."""
+    if name.startswith("densenet"):
+        return "class_layers.relu"  # norm5 + ReLU, just before global pooling
+    if name in RESNET_LAYERS:
+        return "layer4"
+    if name.startswith("efficientnet-"):
+        return "_conv_head"
+    raise ModelConfigError(f"no Grad-CAM layer known for {name}; set explain.target_layer")
+
+
+def output_head(net: nn.Module) -> str:
+    """Name of the last linear layer: the part transfer learning replaces and encoder freezing leaves trainable."""
+    linear = [name for name, module in net.named_modules() if isinstance(module, nn.Linear)]
+    if not linear:
+        raise ModelConfigError(f"{type(net).__name__} has no linear output layer")
+    return linear[-1]
 
 
 def last_conv_before_output(net: nn.Module, input_shape: tuple[int, ...]) -> str:

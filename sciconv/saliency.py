@@ -1,4 +1,4 @@
-"""Saliency for segmentation networks over monai.visualize, and its rendering.
+"""Saliency over monai.visualize for segmenters and image-level networks, and its rendering.
 
 Grad-CAM needs one score per class; a segmenter gives a map per class. As in
 Seg-Grad-CAM (Vinogradova et al. 2020, arXiv:2002.11434) the wrapper reduces
@@ -99,5 +99,70 @@ def render_segmentation(path: Path, image: np.ndarray, truth: np.ndarray, predic
     if maps:
         fig.colorbar(im, ax=axes[-1], fraction=0.046, label="saliency (normalised)")
     fig.suptitle(title)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- image-level networks
+def classifier_saliency(net: nn.Module, image: np.ndarray, class_idx: int, method: str,
+                        target_layer: str) -> np.ndarray:
+    """Grad-CAM or Grad-CAM++ (monai.visualize) of one class, upsampled to the image, in [0, 1]."""
+    from monai.visualize import GradCAM, GradCAMpp
+
+    cam_class = GradCAMpp if method == "gradcampp" else GradCAM
+    device = next(net.parameters()).device
+    x = torch.from_numpy(np.ascontiguousarray(image))[None].float().to(device)
+    cam = cam_class(nn_module=net, target_layers=target_layer)
+    return cam(x, class_idx=class_idx)[0, 0].detach().cpu().numpy()
+
+
+def pointing_hit(saliency: np.ndarray, lesion: np.ndarray, tolerance_px: int) -> bool:
+    """The pointing game (Zhang et al. 2018): is the saliency maximum on the object, within a tolerance?"""
+    from scipy import ndimage
+
+    if tolerance_px > 0:
+        lesion = ndimage.binary_dilation(lesion > 0, iterations=tolerance_px)
+    peak = np.unravel_index(int(np.argmax(saliency)), saliency.shape)
+    return bool(lesion[peak])
+
+
+def _views(array: np.ndarray, at: tuple[int, ...]) -> list[tuple[str, np.ndarray]]:
+    """2D: the image; 3D: the three orthogonal slices through `at`."""
+    if array.ndim == 2:
+        return [("", array)]
+    return [(f"axis {axis} = {at[axis]}", np.take(array, at[axis], axis=axis)) for axis in range(3)]
+
+
+def render_classification(path: Path, image: np.ndarray, lesion: np.ndarray | None,
+                          maps: dict[str, np.ndarray], title: str) -> None:
+    """Rows: the input, then one overlay per method; 3D shows orthogonal slices through the saliency maximum."""
+    first_map = next(iter(maps.values()))
+    at = np.unravel_index(int(np.argmax(first_map)), first_map.shape)
+    shown = image[0]
+    lo, hi = np.percentile(shown, [1, 99.8])
+    columns = len(_views(shown, at))
+    rows = 1 + len(maps)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.3 * columns, 3.2 * rows), squeeze=False,
+                             constrained_layout=True)
+    im = None
+    for row, (name, volume) in enumerate([("input", None), *maps.items()]):
+        for col, (where, plane) in enumerate(_views(shown, at)):
+            ax = axes[row, col]
+            ax.imshow(plane, cmap="gray", vmin=lo, vmax=hi)
+            if volume is not None:
+                sal = _views(volume, at)[col][1]
+                im = ax.imshow(sal, cmap="inferno", alpha=np.clip(sal, 0, 1) * 0.7, vmin=0, vmax=1)
+                peak = np.unravel_index(int(np.argmax(sal)), sal.shape)
+                ax.plot(peak[1], peak[0], "c+", ms=10, mew=1.5)
+            if lesion is not None and lesion.any():
+                outline = _views(lesion, at)[col][1]
+                if outline.any():
+                    ax.contour(outline > 0, levels=[0.5], colors="lime", linewidths=0.8)
+            ax.set_title(f"{name} {where}".strip(), fontsize=9)
+            ax.set_xlabel("pixel")
+            ax.set_ylabel("pixel")
+    if im is not None:
+        fig.colorbar(im, ax=axes[:, -1].tolist(), fraction=0.046, label="saliency (normalised)")
+    fig.suptitle(f"{title}\n(green: true lesion outline; cyan +: saliency maximum)", fontsize=9)
     fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)

@@ -123,7 +123,7 @@ class Tracker:
     def log_dict(self, data: dict, name: str) -> None:
         self.client.log_text(self.run_id, json.dumps(data, indent=2, default=str), name)
 
-    def log_model(self, net, input_example, output_channels: int) -> None:
+    def log_model(self, net, input_example, output_channels: int, spatial_free: bool = True) -> None:
         """The network in MLflow's PyTorch flavour (torch.export, "pt2").
 
         Pip requirements are given explicitly: inferring them imports the model
@@ -138,10 +138,13 @@ class Tracker:
         from mlflow.models import ModelSignature
         from mlflow.types import Schema, TensorSpec
 
-        free = (-1,) * (input_example.ndim - 2)
+        # A segmenter maps any size to the same size; an image-level network takes its training size
+        # and returns one row of outputs per image.
+        spatial = (-1,) * (input_example.ndim - 2) if spatial_free else tuple(input_example.shape[2:])
         signature = ModelSignature(
-            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, input_example.shape[1], *free))]),
-            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, output_channels, *free))]))
+            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, input_example.shape[1], *spatial))]),
+            outputs=Schema([TensorSpec(np.dtype(np.float32),
+                                       (-1, output_channels, *spatial) if spatial_free else (-1, output_channels))]))
         requirements = [f"{name}=={version(name)}" for name in PIP_REQUIREMENTS_PACKAGES]
         with mlflow.start_run(run_id=self.run_id, log_system_metrics=False):
             mlflow.pytorch.log_model(net, name="model", input_example=input_example, signature=signature,
@@ -153,3 +156,52 @@ class Tracker:
 
 def tracking_uri(global_cfg: dict) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or global_cfg["mlflow_tracking_uri"]
+
+
+class ModelURIError(ValueError):
+    """A model reference does not lead to a sciconv checkpoint; the message says what was tried."""
+
+
+def checkpoint_path(model: str, uri: str) -> Path:
+    """The sciconv checkpoint behind a model reference.
+
+    Accepted: a results/<dataset>/model folder or a model.pt; `runs:/<run id>[/...]`;
+    `models:/<name>/<version>` or `models:/<name>/latest` from the model registry. An MLflow
+    reference is resolved to its run, whose logged `checkpoint/model.pt` holds the weights and
+    everything needed to rebuild the network and its preprocessing.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    if model.startswith(("runs:/", "models:/")):
+        mlflow.set_tracking_uri(uri)
+        client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+        try:
+            if model.startswith("runs:/"):
+                run_id = model[len("runs:/"):].split("/")[0]
+            else:
+                name, _, version = model[len("models:/"):].partition("/")
+                if version in ("", "latest"):
+                    versions = client.search_model_versions(f"name='{name}'")
+                    if not versions:
+                        raise ModelURIError(f"{model}: no registered model named {name!r} in {uri}")
+                    version = str(max(int(v.version) for v in versions))
+                run_id = client.get_model_version(name, version).run_id
+            return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoint/model.pt",
+                                                            tracking_uri=uri))
+        except (MlflowException, OSError) as err:
+            raise ModelURIError(f"{model}: no sciconv checkpoint found through {uri} ({err})") from err
+    path = Path(model)
+    path = path / "model.pt" if path.is_dir() else path
+    if not path.is_file():
+        raise ModelURIError(f"{model}: not a model folder, a model.pt, runs:/<run id> or models:/<name>/<version>")
+    return path
+
+
+def register_model(run_id: str, name: str, uri: str) -> str:
+    """Register the run's logged model as a new version of `name`; returns the version."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    version = retry(lambda: mlflow.register_model(f"runs:/{run_id}/model", name), "register model")
+    return str(version.version)

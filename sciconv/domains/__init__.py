@@ -5,7 +5,7 @@ A domain module provides, and is the only place that knows:
   SCHEMAS                 JSON schemas of its source, preprocess, augment and baseline sections
   DEFAULTS                its defaults for any dataset section (model, train, ...)
   simulate(cfg, out_dir, seed) -> list of manifest rows
-  preprocess(image, meta, params) -> (image, attrs)
+  preprocess(image, meta, params, mask=None) -> (image, mask, attrs)   the mask follows any crop or resize
   input_channels(preprocess_params) -> channels the preprocessed image has
   augment_transforms(params, keys) -> list of MONAI random dictionary transforms
   baseline(image, attrs, cfg) -> prediction of the classical method (cfg: the resolved dataset config)

@@ -398,9 +398,10 @@ def unscale(scaled: np.ndarray, params: dict) -> np.ndarray:
     return (np.sinh(value) if first["kind"] == "asinh" else value) * first["scale_e"]
 
 
-def preprocess(image: np.ndarray, meta: dict, params: dict) -> tuple[np.ndarray, dict]:
+def preprocess(image: np.ndarray, meta: dict, params: dict, mask: np.ndarray | None = None):
+    """(channels, mask unchanged, attrs): no geometry changes, so the mask stays as it is."""
     electrons, noise = to_electrons(image[0], meta)
-    return scale(electrons, params).astype(np.float32), {"noise_e": noise}
+    return scale(electrons, params).astype(np.float32), mask, {"noise_e": noise}
 
 
 def augment_transforms(params: dict, keys=("image", "mask")) -> list:

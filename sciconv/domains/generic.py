@@ -44,7 +44,7 @@ def input_channels(params: dict) -> int:
     return 1  # unknown until files are read; `sciconv inspect` assumes one channel
 
 
-def preprocess(image: np.ndarray, meta: dict, params: dict) -> tuple[np.ndarray, dict]:
+def preprocess(image: np.ndarray, meta: dict, params: dict, mask: np.ndarray | None = None):
     from skimage.transform import resize
 
     image = image.astype(np.float32)
@@ -56,7 +56,10 @@ def preprocess(image: np.ndarray, meta: dict, params: dict) -> tuple[np.ndarray,
     if params["size"]:
         out = np.stack([resize(channel, params["size"], order=1, preserve_range=True, anti_aliasing=True)
                         for channel in out]).astype(np.float32)
-    return out, {}
+        if mask is not None:
+            # nearest neighbour: classes stay classes
+            mask = resize(mask, params["size"], order=0, preserve_range=True, anti_aliasing=False).astype(mask.dtype)
+    return out, mask, {}
 
 
 def augment_transforms(params: dict, keys=("image", "mask")) -> list:

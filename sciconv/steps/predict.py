@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from sciconv import io as readers
+from sciconv import tracking
 from sciconv.domains import get_domain
 from sciconv.inference import load_model, segment
 from sciconv.runtime import atomic_write_text, log, pick_device
@@ -21,25 +22,6 @@ from sciconv.runtime import atomic_write_text, log, pick_device
 
 class PredictError(ValueError):
     """The model or the inputs cannot be used; the message says which and why."""
-
-
-def resolve_checkpoint(model: str, tracking_uri: str) -> Path:
-    """A results/<dataset>/model folder, a model.pt, or an MLflow runs:/<run id> URI (its logged checkpoint)."""
-    if model.startswith("runs:/"):
-        import mlflow
-        from mlflow.exceptions import MlflowException
-
-        run_id = model[len("runs:/"):].split("/")[0]
-        mlflow.set_tracking_uri(tracking_uri)
-        try:
-            return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoint/model.pt"))
-        except (MlflowException, OSError) as err:
-            raise PredictError(f"{model}: no sciconv checkpoint in that MLflow run ({err})") from err
-    path = Path(model)
-    path = path / "model.pt" if path.is_dir() else path
-    if not path.is_file():
-        raise PredictError(f"{model}: not a model folder, a model.pt or a runs:/<run id> URI")
-    return path
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
@@ -82,7 +64,10 @@ def write_mask(mask: np.ndarray, source: Path, meta: dict, out_dir: Path) -> Pat
 
 
 def run(model: str, inputs: list[str], out: str, device: str = "auto", tracking_uri: str = "") -> Path:
-    checkpoint_path = resolve_checkpoint(model, tracking_uri)
+    try:
+        checkpoint_path = tracking.checkpoint_path(model, tracking_uri)
+    except tracking.ModelURIError as err:
+        raise PredictError(str(err)) from err
     dev = pick_device(device)
     net, checkpoint = load_model(checkpoint_path, dev)
     cfg = checkpoint["config"]
@@ -100,7 +85,7 @@ def run(model: str, inputs: list[str], out: str, device: str = "auto", tracking_
             image, meta = readers.read(source)
         except readers.ReadError as err:
             raise PredictError(str(err)) from err
-        prepared, _ = domain.preprocess(image, meta, cfg["preprocess"])
+        prepared, _, _ = domain.preprocess(image, meta, cfg["preprocess"])
         mask = segment(net, prepared, checkpoint["patch_size"], dev, cfg["train"]["amp"])
         target = write_mask(mask, source, meta, out_dir)
         writer.writerow([str(source), str(target), *np.bincount(mask.ravel(), minlength=len(class_names)).tolist()])

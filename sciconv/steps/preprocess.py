@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-from skimage.transform import resize
-
 from sciconv.config import DatasetConfig
 from sciconv.paths import DatasetPaths
 from sciconv.runtime import Progress, log
@@ -22,11 +20,11 @@ def run(ds: DatasetConfig) -> None:
             preprocess=params, split_seed=split["seed"], n_rejected=source.attrs.get("n_rejected", 0)) as out:
         progress = Progress("preprocess", len(source.ids))
         for done, sample in enumerate(source, start=1):  # streaming: one sample in memory at a time
-            image, extra = ds.domain.preprocess(sample.image, sample.attrs.get("meta", {}), params)
-            mask = sample.mask
+            image, mask, extra = ds.domain.preprocess(sample.image, sample.attrs.get("meta", {}), params,
+                                                      mask=sample.mask)
             if mask is not None and mask.shape != image.shape[1:]:
-                # The domain resized the image: the mask follows, nearest neighbour so classes stay classes.
-                mask = resize(mask, image.shape[1:], order=0, preserve_range=True, anti_aliasing=False).astype(mask.dtype)
+                raise ValueError(f"domain {ds.cfg['domain']} returned a mask of shape {mask.shape} for an image "
+                                 f"of shape {image.shape}; its preprocess must apply the same geometry to both")
             attrs = {k: v for k, v in sample.attrs.items() if k != "meta"}
             out.add(Sample(sample.id, image, mask, {**attrs, **extra}))
             progress(done)

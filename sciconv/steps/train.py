@@ -21,31 +21,18 @@ import torch
 
 from sciconv import __version__, data, models
 from sciconv.config import ConfigError, DatasetConfig, flatten
-from sciconv.inference import autocast, load_checkpoint, segment_logits
-from sciconv.metrics import ConfusionCounts, segmentation_metrics
+from sciconv.inference import autocast, load_checkpoint
 from sciconv.paths import DatasetPaths
-from sciconv.store import StoreReader
 from sciconv.runtime import atomic_write_json, derive_seed, git_commit, log, pick_device, seed_everything
-from sciconv.tracking import Tracker, tracking_uri
+from sciconv.store import StoreReader
+from sciconv.tasks import task_for
+from sciconv.tracking import ModelURIError, Tracker, checkpoint_path, register_model, tracking_uri
 
 
 def config_fingerprint(ds: DatasetConfig) -> str:
     """What must match for a checkpoint to be resumed: the dataset config and the seed."""
     key = json.dumps({"cfg": ds.cfg, "seed": ds.seed}, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
-def build_loss(name: str):
-    from monai.losses import DiceCELoss, DiceLoss
-
-    # batch=True pools Dice over the whole batch: a rare class absent from one
-    # patch then does not contribute a meaningless 0-or-1 term per patch.
-    if name == "dice_ce":
-        return DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
-    if name == "dice":
-        return DiceLoss(to_onehot_y=True, softmax=True, batch=True)
-    ce = torch.nn.CrossEntropyLoss()
-    return lambda logits, target: ce(logits, target[:, 0].long())
 
 
 def build_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
@@ -56,49 +43,77 @@ def build_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
     return optimizer(params, lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"])
 
 
-def validation_metrics(net, records, patch_size, num_classes, class_names, device, amp) -> dict[str, float]:
-    net.eval()
-    counts = ConfusionCounts(num_classes)
-    for record in records:
-        logits = segment_logits(net, torch.from_numpy(record["image"])[None], patch_size, device, amp)
-        counts.update(logits.argmax(1)[0].cpu().numpy(), record["mask"][0])
-    return segmentation_metrics(counts, class_names, prefix="val_")
+def initialise_from(net: torch.nn.Module, reference: str, uri: str) -> list[str]:
+    """Copy the weights of a model trained before into net; layers whose shapes differ keep their fresh weights.
+
+    Returns the names of the parameters that were not copied (the output layer when the classes differ).
+    """
+    source = load_checkpoint(checkpoint_path(reference, uri))["model_state"]
+    own = net.state_dict()
+    copied = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    if not copied:
+        raise ConfigError(f"init_from {reference}: no layer of that model fits this one "
+                          "(a different network or input channels?)")
+    net.load_state_dict(copied, strict=False)
+    return sorted(set(own) - set(copied))
+
+
+def set_encoder_trainable(net: torch.nn.Module, trainable: bool) -> None:
+    """Freeze or thaw everything except the output head."""
+    head = models.output_head(net)
+    for name, parameter in net.named_parameters():
+        parameter.requires_grad = trainable or name.startswith(head + ".")
 
 
 def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None) -> None:
     paths = DatasetPaths(ds.results_dir)
     cfg, train_cfg = ds.cfg, ds.cfg["train"]
-    if cfg["task"] != "segmentation":
-        raise ConfigError(f"{ds.path}: key task: training for {cfg['task']!r} is not built yet; "
-                          "sciconv trains segmentation networks today")
+    if cfg["task"] == "segmentation" and not models.is_segmenter(cfg["model"]["name"]):
+        raise ConfigError(f"{ds.path}: key model.name: {cfg['model']['name']!r} is an image-level network; "
+                          f"segmentation needs one of {', '.join(models.SEGMENTERS)}")
+    if cfg["task"] != "segmentation" and models.is_segmenter(cfg["model"]["name"]):
+        raise ConfigError(f"{ds.path}: key model.name: {cfg['model']['name']!r} is a segmenter; "
+                          f"{cfg['task']} needs an image-level network such as densenet121 or resnet18")
     dev = pick_device(device or ds.global_cfg["device"])
     if dev.type == "cpu":
         torch.set_num_threads(train_cfg["num_threads"] or threads or torch.get_num_threads())
     else:
-        torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN pick its fastest kernels once
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels once
     amp = train_cfg["amp"] and dev.type == "cuda"
 
     split = data.load_split(paths.split)
     train_records = data.load_records(paths.preprocessed, split["train"])
     val_records = data.load_records(paths.preprocessed, split["val"])
     class_names = ds.class_names
-    num_classes = len(class_names)
+    try:
+        task = task_for(cfg["task"])(cfg, class_names, train_records, val_records)
+    except ValueError as err:
+        raise ConfigError(f"{ds.path}: {err}") from err
     spatial_dims = train_records[0]["image"].ndim - 1
-    args = models.model_args(cfg["model"], spatial_dims, train_records[0]["image"].shape[0], num_classes)
-    models.check_input_size(args, train_cfg["patch_size"])  # fail before any work, with the fix in the message
+    args = models.model_args(cfg["model"], spatial_dims, train_records[0]["image"].shape[0], len(class_names))
+    models.check_input_size(args, task.input_size)  # fail before any work, with the fix in the message
 
     seed = derive_seed(ds.seed, ds.name, "train")
     seed_everything(seed)
     net = models.build(args).to(dev)
-    augment = ds.domain.augment_transforms(cfg["augment"], keys=("image", "mask"))
-    loader, transforms = data.segmentation_train_loader(train_records, num_classes, train_cfg, augment)
+    if cfg["init_from"]:
+        try:
+            fresh = initialise_from(net, cfg["init_from"], tracking_uri(ds.global_cfg))
+        except ModelURIError as err:
+            raise ConfigError(f"{ds.path}: key init_from: {err}") from err
+        log.info("initialised from %s; %d tensors start fresh: %s", cfg["init_from"], len(fresh), ", ".join(fresh[:6]))
+    augment_keys = ("image", "mask") if cfg["task"] == "segmentation" else ("image",)
+    augment = ds.domain.augment_transforms(cfg["augment"], keys=augment_keys)
+    try:
+        loader, transforms = task.train_loader(augment)
+    except ValueError as err:
+        raise ConfigError(f"{ds.path}: {err}") from err
     optimizer = build_optimizer(net.parameters(), train_cfg)
     epochs = train_cfg["epochs"]
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
                  if train_cfg["scheduler"] == "cosine" else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0))
     # fp16 needs loss scaling against underflow; bf16 and fp32 do not, and then the scaler is a no-op.
     scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
-    loss_fn = build_loss(train_cfg["loss"])
 
     paths.model_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = config_fingerprint(ds)
@@ -129,30 +144,35 @@ def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None
         tracker.log_dict(cfg, "config/resolved_config.json")
         tracker.log_artifact(paths.split, "split")
 
-    patch_size = train_cfg["patch_size"]
+    frozen_epochs = train_cfg["freeze_encoder_epochs"] if cfg["init_from"] else 0
+    if frozen_epochs and models.is_segmenter(args["name"]):
+        raise ConfigError(f"{ds.path}: key train.freeze_encoder_epochs: freezing applies to image-level networks")
     for epoch in range(start_epoch, epochs):
         started = time.perf_counter()
         epoch_seed = derive_seed(seed, str(epoch))
         seed_everything(epoch_seed)
         transforms.set_random_state(seed=epoch_seed % 2**32)
+        if frozen_epochs:
+            # only the new head learns at first, so its random gradients do not wreck the transferred features
+            set_encoder_trainable(net, trainable=epoch >= frozen_epochs)
         net.train()
         losses, n_seen = [], 0
         for batch in loader:
-            images, masks = batch["image"].to(dev, non_blocking=True), batch["mask"].to(dev, non_blocking=True)
+            inputs, targets = task.inputs_targets(batch, dev)
             with autocast(dev, amp):
-                loss = loss_fn(net(images), masks)
+                loss = task.loss(net(inputs), targets)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             losses.append(loss.detach())
-            n_seen += images.shape[0]
+            n_seen += inputs.shape[0]
         scheduler.step()
         # One host sync per epoch, not per step: .item() inside the loop would stall the GPU each batch.
         metrics = {"train_loss": torch.stack(losses).mean().item(), "lr": optimizer.param_groups[0]["lr"]}
         if (epoch + 1) % train_cfg["val_every"] == 0 or epoch + 1 == epochs:
-            metrics |= validation_metrics(net, val_records, patch_size, num_classes, class_names, dev, amp)
-            score = metrics["val_dice_mean"]
+            val_metrics, score = task.validate(net, dev, amp)
+            metrics |= val_metrics
             if not math.isnan(score) and score > best:
                 best = score
                 best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
@@ -169,16 +189,20 @@ def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None
 
     if best_state is not None:
         net.load_state_dict(best_state)
+    extras = task.finalize(net, dev, amp)
     final = {"model_args": args, "model_state": {k: v.cpu() for k, v in net.state_dict().items()},
-             "config": cfg, "class_names": class_names, "patch_size": list(patch_size),
-             "mlflow_run_id": run_id, "best_val_dice_mean": best, "history": history}
+             "config": cfg, "class_names": class_names, "mlflow_run_id": run_id,
+             "selection_metric": task.selection_metric, "best_score": best, "history": history, **extras}
     tmp = paths.model.with_suffix(".partial")
     torch.save(final, tmp)
     tmp.replace(paths.model)
     atomic_write_json(paths.model_dir / "run.json", {"mlflow_run_id": run_id, "experiment_id": tracker.experiment_id,
                                                       "tracking_uri": tracker.uri})
     example = np.stack([train_records[i % len(train_records)]["image"][(slice(None),) + tuple(
-        slice(0, s) for s in patch_size)] for i in range(2)]).astype(np.float32)
-    tracker.log_model(net.cpu().eval(), example, num_classes)
+        slice(0, s) for s in task.input_size)] for i in range(2)]).astype(np.float32)
+    tracker.log_metrics({f"final_{k}": v for k, v in extras.items() if isinstance(v, float)}, step=epochs)
+    tracker.log_model(net.cpu().eval(), example, len(class_names), spatial_free=models.is_segmenter(args["name"]))
     tracker.log_artifact(paths.model, "checkpoint")
-    log.info("best val_dice_mean %.4f; model written to %s (MLflow run %s)", best, paths.model, run_id)
+    version = register_model(run_id, f"sciconv-{ds.name}", tracker.uri)
+    log.info("best %s %.4f; model written to %s (MLflow run %s, registered as sciconv-%s version %s)",
+             task.selection_metric, best, paths.model, run_id, ds.name, version)

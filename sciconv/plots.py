@@ -1,0 +1,117 @@
+"""Plots logged with every run: each with axes, units and a title, written as PNG files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on a cluster node
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def roc_pr_curves(out_dir: Path, labels: np.ndarray, scores: np.ndarray, baseline_scores: np.ndarray | None,
+                  threshold: float | None, title: str) -> list[Path]:
+    """ROC and precision-recall of the model (and the classical baseline), the operating point marked."""
+    from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve, average_precision_score
+
+    written = []
+    curves = [("model", scores)] + ([("baseline", baseline_scores)] if baseline_scores is not None else [])
+    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    for name, s in curves:
+        fpr, tpr, _ = roc_curve(labels, s)
+        ax.plot(fpr, tpr, label=f"{name} (AUROC {roc_auc_score(labels, s):.3f})")
+    if threshold is not None:
+        predicted = scores >= threshold
+        ax.plot(np.mean(predicted[labels == 0]), np.mean(predicted[labels == 1]), "ko",
+                label=f"threshold {threshold:.3g}")
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="chance")
+    ax.set(xlabel="false positive rate (1 - specificity)", ylabel="true positive rate (sensitivity)",
+           title=f"ROC: {title}")
+    ax.legend(fontsize=8, loc="lower right")
+    written.append(_save(fig, out_dir / "roc.png"))
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    for name, s in curves:
+        precision, recall, _ = precision_recall_curve(labels, s)
+        ax.step(recall, precision, where="post", label=f"{name} (AP {average_precision_score(labels, s):.3f})")
+    ax.axhline(np.mean(labels), ls=":", color="grey", label=f"prevalence {np.mean(labels):.3f}")
+    ax.set(xlabel="recall (sensitivity)", ylabel="precision (positive predictive value)", ylim=(0, 1.02),
+           title=f"precision-recall: {title}")
+    ax.legend(fontsize=8)
+    written.append(_save(fig, out_dir / "precision_recall.png"))
+    return written
+
+
+def confusion(out_dir: Path, matrix: np.ndarray, class_names: list[str], title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(1.2 * len(class_names) + 2.5, 1.1 * len(class_names) + 2))
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(j, i, str(count), ha="center", va="center",
+                color="white" if count > matrix.max() / 2 else "black")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=30)
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set(xlabel="predicted class", ylabel="true class", title=f"confusion (test images): {title}")
+    return _save(fig, out_dir / "confusion_matrix.png")
+
+
+def calibration(out_dir: Path, labels: np.ndarray, scores: np.ndarray, title: str, bins: int = 10) -> Path:
+    """Reliability diagram: observed positive fraction per bin of predicted probability."""
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(scores, edges) - 1, 0, bins - 1)
+    centres, observed, counts = [], [], []
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            centres.append(scores[inside].mean())
+            observed.append(labels[inside].mean())
+            counts.append(int(inside.sum()))
+    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
+    ax.plot(centres, observed, "o-", label="model")
+    for x, y, n in zip(centres, observed, counts):
+        ax.annotate(str(n), (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    ax.set(xlabel="predicted probability of the positive class", ylabel="observed fraction positive",
+           xlim=(0, 1), ylim=(-0.02, 1.02), title=f"calibration: {title}")
+    ax.legend(fontsize=8)
+    return _save(fig, out_dir / "calibration.png")
+
+
+def training_curves(out_dir: Path, history: list[dict], title: str) -> Path:
+    """Training loss and every validation metric against the epoch."""
+    epochs = [h["epoch"] for h in history]
+    val_keys = sorted({k for h in history for k in h if k.startswith("val_")})
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), constrained_layout=True)
+    axes[0].plot(epochs, [h["train_loss"] for h in history], label="train loss")
+    if "val_loss" in val_keys:
+        points = [(h["epoch"], h["val_loss"]) for h in history if "val_loss" in h]
+        axes[0].plot(*zip(*points), label="validation loss")
+    axes[0].set(xlabel="epoch", ylabel="loss", title="loss")
+    axes[0].legend(fontsize=8)
+    for key in val_keys:
+        if key == "val_loss":
+            continue
+        points = [(h["epoch"], h[key]) for h in history if key in h and np.isfinite(h[key])]
+        if points:
+            axes[1].plot(*zip(*points), label=key)
+    axes[1].set(xlabel="epoch", ylabel="metric value", title="validation metrics")
+    axes[1].legend(fontsize=7)
+    fig.suptitle(title)
+    return _save(fig, out_dir / "training_curves.png")
+
+
+def bar_per_case(out_dir: Path, names: list[str], values: list[float], ylabel: str, title: str,
+                 filename: str) -> Path:
+    fig, ax = plt.subplots(figsize=(max(4, 0.3 * len(names) + 2), 3.6))
+    ax.bar(range(len(names)), values)
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
+    ax.set(xlabel="test case", ylabel=ylabel, title=title)
+    return _save(fig, out_dir / filename)

@@ -1,0 +1,29 @@
+"""What differs between tasks inside the one training loop: data loading, loss, validation, what the model keeps.
+
+The loop in `sciconv.steps.train` is the same for every task; it asks a task object for
+  train_loader(augment)          the loader and its random transforms (re-seeded every epoch)
+  inputs_targets(batch, device)  the tensors one step sees
+  loss(logits, targets)
+  validate(net, device, amp)     validation metrics and the one number the best model maximises
+  finalize(net, device, amp)     what the saved model needs besides its weights (a threshold, a scaler)
+and each task module has evaluate(ds, net, checkpoint, test, device, out_dir) and
+explain(ds, net, checkpoint, test, device, out_dir) for the steps of the same names.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+TASK_MODULES = {"segmentation": "segmentation", "classification": "classification"}
+
+
+def task_module(task: str):
+    """The module with the task's class and its evaluate(...) and explain(...) functions."""
+    if task not in TASK_MODULES:
+        raise ValueError(f"task {task!r} cannot be trained yet; sciconv trains {', '.join(TASK_MODULES)}")
+    return importlib.import_module(f"{__name__}.{TASK_MODULES[task]}")
+
+
+def task_for(task: str):
+    """The task class for a dataset's `task:` value."""
+    return getattr(task_module(task), task.capitalize())

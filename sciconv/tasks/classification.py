@@ -1,0 +1,175 @@
+"""Classification: whole images, class imbalance handled by config, threshold chosen on validation.
+
+train.imbalance picks one of
+  none              plain cross-entropy, images drawn uniformly;
+  balanced_sampler  plain cross-entropy, images drawn so every class is seen equally often;
+  weighted_ce       cross-entropy weighted by inverse class frequency;
+  focal             focal loss (Lin et al. 2017), which down-weights the many easy negatives.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sciconv import data
+from sciconv.inference import predict_probabilities
+from sciconv.metrics import choose_threshold, classification_metrics, positive_scores
+
+
+def build_loss(strategy: str, labels: list[int], n_classes: int, focal_gamma: float):
+    if strategy == "focal":
+        from monai.losses import FocalLoss
+
+        focal = FocalLoss(to_onehot_y=True, use_softmax=True, gamma=focal_gamma)
+        return lambda logits, target: focal(logits, target[:, None])
+    weight = None
+    if strategy == "weighted_ce":
+        weight = torch.as_tensor(data.inverse_frequency_weights(labels, n_classes), dtype=torch.float32)
+    ce = torch.nn.CrossEntropyLoss(weight=weight)
+
+    def loss(logits, target):
+        if ce.weight is not None and ce.weight.device != logits.device:
+            ce.weight = ce.weight.to(logits.device)
+        return ce(logits.float(), target)
+    return loss
+
+
+class Classification:
+    selection_metric = "val_auroc"
+
+    def __init__(self, cfg: dict, class_names: list[str], train_records: list[dict], val_records: list[dict]):
+        self.cfg, self.train_cfg = cfg, cfg["train"]
+        self.class_names = class_names
+        self.train_records, self.val_records = train_records, val_records
+        missing = [r["id"] for r in train_records + val_records if r["label"] is None]
+        if missing:
+            raise ValueError(f"{len(missing)} samples have no label (e.g. {missing[0]}); a classifier needs one per image")
+        self.labels = [int(r["label"]) for r in train_records]
+        self.loss = build_loss(self.train_cfg["imbalance"], self.labels, len(class_names), self.train_cfg["focal_gamma"])
+
+    @property
+    def input_size(self) -> list[int]:
+        return list(self.train_records[0]["image"].shape[1:])
+
+    def train_loader(self, augment: list):
+        return data.classification_train_loader(self.train_records, len(self.class_names), self.train_cfg, augment)
+
+    def inputs_targets(self, batch, device):
+        return batch["image"].to(device, non_blocking=True), batch["label"].to(device, non_blocking=True).long()
+
+    def _val_probabilities(self, net, device, amp) -> tuple[np.ndarray, np.ndarray]:
+        probabilities = predict_probabilities(net, [r["image"] for r in self.val_records], device, amp)
+        return probabilities, np.array([int(r["label"]) for r in self.val_records])
+
+    def validate(self, net, device, amp) -> tuple[dict[str, float], float]:
+        probabilities, labels = self._val_probabilities(net, device, amp)
+        metrics = classification_metrics(probabilities, labels, prefix="val_")
+        eps = 1e-7
+        metrics["val_loss"] = float(-np.mean(np.log(probabilities[np.arange(len(labels)), labels] + eps)))
+        # A small validation set gives AUROC ties (often 1.0 early on); the lower loss breaks them.
+        score = metrics["val_auroc"] if not np.isnan(metrics["val_auroc"]) else metrics["val_balanced_accuracy"]
+        return metrics, score - 1e-3 * metrics["val_loss"]
+
+    def finalize(self, net, device, amp) -> dict:
+        """The decision threshold, chosen on validation for train.target_sensitivity (else Youden's J)."""
+        if len(self.class_names) != 2:
+            return {"threshold": None}
+        probabilities, labels = self._val_probabilities(net, device, amp)
+        return {"threshold": choose_threshold(positive_scores(probabilities), labels,
+                                              self.train_cfg["target_sensitivity"])}
+
+
+# --------------------------------------------------------------------------- evaluation and saliency
+def target_layer(net, checkpoint: dict, explain_cfg: dict) -> str:
+    from sciconv import models
+
+    return explain_cfg["target_layer"] or models.cam_target_layer(net, checkpoint["model_args"]["name"])
+
+
+def lesion_of(record: dict) -> np.ndarray | None:
+    """The object a positive image is positive for (a lesion mask), when the dataset has one."""
+    mask = record.get("mask")
+    return None if mask is None or not mask.any() else mask[0] > 0
+
+
+def saliency_hit_rate(net, records: list[dict], checkpoint: dict, explain_cfg: dict) -> float:
+    """Pointing game over the positive test images with an object mask; NaN when there are none."""
+    from sciconv.saliency import classifier_saliency, pointing_hit
+
+    layer = target_layer(net, checkpoint, explain_cfg)
+    hits = []
+    for record in records:
+        lesion = lesion_of(record)
+        if int(record["label"]) == 0 or lesion is None:
+            continue
+        method = explain_cfg["method"] if explain_cfg["method"] in ("gradcam", "gradcampp") else "gradcam"
+        saliency = classifier_saliency(net, record["image"], int(record["label"]), method, layer)
+        hits.append(pointing_hit(saliency, lesion, explain_cfg["pointing_tolerance_px"]))
+    return float(np.mean(hits)) if hits else float("nan")
+
+
+def evaluate(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> tuple[dict, list[dict], list]:
+    """Test metrics beside the classical baseline's AUROC; the per-image table; the plots written."""
+    from sklearn.metrics import roc_auc_score
+
+    from sciconv import plots
+    from sciconv.metrics import confusion_matrix
+
+    class_names = checkpoint["class_names"]
+    labels = np.array([int(r["label"]) for r in test])
+    probabilities = predict_probabilities(net, [r["image"] for r in test], device, ds.cfg["train"]["amp"])
+    threshold = checkpoint.get("threshold")
+    metrics = classification_metrics(probabilities, labels, threshold)
+    baseline_scores = np.array([float(ds.domain.baseline(r["image"], r["attrs"], ds.cfg)) for r in test])
+    binary = len(class_names) == 2
+    both = len(np.unique(labels)) == 2
+    metrics["baseline_auroc"] = float(roc_auc_score(labels, baseline_scores)) if binary and both else float("nan")
+    metrics |= {"threshold": float(threshold) if threshold is not None else float("nan"),
+                "n_test": len(test), "n_test_positive": int((labels > 0).sum()),
+                "saliency_hit_rate": saliency_hit_rate(net, test, checkpoint, ds.cfg["explain"])}
+    if binary:
+        predicted = (positive_scores(probabilities) >= threshold).astype(int)
+    else:
+        predicted = probabilities.argmax(1)
+    rows = [{"id": r["id"], "label": int(r["label"]), "prediction": int(p), "score": float(positive_scores(probabilities)[i]),
+             "baseline_score": float(baseline_scores[i])} for i, (r, p) in enumerate(zip(test, predicted))]
+    title = f"{ds.name}, {len(test)} test images"
+    written = [plots.confusion(out_dir, confusion_matrix(labels, predicted, len(class_names)), class_names, title)]
+    if binary and both:
+        scores = positive_scores(probabilities)
+        written += plots.roc_pr_curves(out_dir, labels, scores, baseline_scores, threshold, title)
+        written.append(plots.calibration(out_dir, labels, scores, title))
+    return metrics, rows, written
+
+
+def explain(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> list:
+    """Grad-CAM and Grad-CAM++ galleries of true positives, false positives and false negatives."""
+    from sciconv.saliency import classifier_saliency, render_classification
+
+    params = ds.cfg["explain"]
+    layer = target_layer(net, checkpoint, params)
+    probabilities = predict_probabilities(net, [r["image"] for r in test], device, amp=False)
+    scores = positive_scores(probabilities)
+    threshold = checkpoint.get("threshold") or 0.5
+    labels = np.array([int(r["label"]) for r in test])
+    called = scores >= threshold
+    groups = {  # most confident first: the clearest successes and the worst mistakes
+        "true_positive": np.flatnonzero(called & (labels > 0))[np.argsort(-scores[called & (labels > 0)])],
+        "false_positive": np.flatnonzero(called & (labels == 0))[np.argsort(-scores[called & (labels == 0)])],
+        "false_negative": np.flatnonzero(~called & (labels > 0))[np.argsort(scores[~called & (labels > 0)])],
+    }
+    written = []
+    for group, order in groups.items():
+        for index in order[: params["n_samples"]]:
+            record = test[index]
+            cls = max(int(record["label"]), 1)  # explain the positive class, also for false positives
+            maps = {method: classifier_saliency(net, record["image"], cls, method, layer)
+                    for method in ("gradcam", "gradcampp")}
+            path = out_dir / f"{group}_{record['id']}.png"
+            render_classification(path, record["image"], lesion_of(record), maps,
+                                  f"{ds.name} {record['id']}: {group.replace('_', ' ')}, score {scores[index]:.3f} "
+                                  f"(threshold {threshold:.3f}); saliency of class "
+                                  f"{checkpoint['class_names'][cls]!r} at {layer}")
+            written.append(path)
+    return written
