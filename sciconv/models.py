@@ -36,7 +36,26 @@ def model_args(model_cfg: dict, spatial_dims: int, in_channels: int, out_channel
 
 
 def build_classifier(args: dict) -> nn.Module:
-    """A MONAI image-level network with `out_channels` outputs (class logits or regression targets), from scratch."""
+    """A MONAI image-level network with `out_channels` outputs (class logits or regression targets), from scratch.
+
+    `pooling: max` swaps the global average pooling before the head for global max pooling:
+    a lesion a few pixels wide is one feature-map cell among hundreds, and averaging dilutes
+    its evidence by that factor, while the maximum keeps it (the multiple-instance view of
+    weakly supervised detection).
+    """
+    net = _classifier(args)
+    if args.get("pooling", "avg") == "max":
+        pool = nn.AdaptiveMaxPool3d(1) if args["spatial_dims"] == 3 else nn.AdaptiveMaxPool2d(1)
+        for owner, attribute in ((getattr(net, "class_layers", None), "pool"), (net, "avgpool"), (net, "_avg_pooling")):
+            if owner is not None and hasattr(owner, attribute):
+                setattr(owner, attribute, pool)
+                break
+        else:
+            raise ModelConfigError(f"model.pooling max is not available for {args['name']}")
+    return net
+
+
+def _classifier(args: dict) -> nn.Module:
     from monai.networks.nets import DenseNet, DenseNet121, EfficientNetBN, ResNet
 
     name, dims, cin, cout = args["name"], args["spatial_dims"], args["in_channels"], args["out_channels"]
@@ -53,8 +72,8 @@ def build_classifier(args: dict) -> nn.Module:
                       num_classes=cout)
     if name.startswith("efficientnet-"):
         # pretrained=False: no hub weights can be fetched here; transfer learning goes through init_from
-        return EfficientNetBN(name, pretrained=False, spatial_dims=dims, in_channels=cin, num_classes=cout,
-                              dropout_rate=args["dropout"])
+        # (its dropout rate is fixed by the variant's own coefficients)
+        return EfficientNetBN(name, pretrained=False, spatial_dims=dims, in_channels=cin, num_classes=cout)
     raise ModelConfigError(f"model.name {name!r} is not built in")
 
 

@@ -69,7 +69,8 @@ class Inspector:
     Keeps only hashes and counts, so memory stays flat in the number of files.
     """
 
-    def __init__(self, n_classes: int):
+    def __init__(self, n_classes: int, task: str):
+        self.task = task
         self.seen_sha: dict[str, Path] = {}
         self.ndim: int | None = None
         self.class_counts = np.zeros(n_classes, dtype=np.int64)
@@ -85,7 +86,9 @@ class Inspector:
     def accept(self, path: Path, sha: str, image: np.ndarray, mask, label) -> None:
         self.seen_sha[sha] = path
         self.ndim = image.ndim - 1
-        if mask is not None:
+        if label is not None and self.task == "classification":
+            self.class_counts[int(label)] += 1  # a classifier's mask only outlines the object: the label counts
+        elif mask is not None:
             self.class_counts += np.bincount(mask.ravel(), minlength=len(self.class_counts))[:len(self.class_counts)]
         elif label is not None:
             self.class_counts[int(label)] += 1
@@ -117,7 +120,7 @@ def run(ds: DatasetConfig) -> None:
     class_names = ds.class_names
     policy = ds.cfg["on_bad_input"]
     rejected: list[tuple[str, str]] = []
-    inspector = Inspector(len(class_names))
+    inspector = Inspector(len(class_names), ds.cfg["task"])
     progress = Progress("ingest", len(rows))
     with StoreWriter(paths.ingested, domain=ds.cfg["domain"], task=ds.cfg["task"],
                      class_names=class_names, dataset=ds.name, stage="ingested") as store:

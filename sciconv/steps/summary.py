@@ -33,7 +33,8 @@ def dataset_row(name: str, global_cfg: dict) -> dict:
     if paths.rejected.is_file():
         row["n_rejected"] = len(paths.rejected.read_text().splitlines()) - 1
     results_root = Path(global_cfg["results_dir"])
-    row["plots"] = [str(p.relative_to(results_root)) for p in sorted(paths.saliency.glob("*.png"))]
+    row["plots"] = [str(p.relative_to(results_root)) for folder in (paths.root / "plots", paths.saliency)
+                    for p in sorted(folder.glob("*.png"))]
     return row
 
 
@@ -54,12 +55,12 @@ def run(global_cfg: dict) -> None:
     md += ["| " + " | ".join(c) + " |" for c in cells]
     for r in rows:
         if r["plots"]:
-            md += ["", f"## {r['dataset']}: saliency", ""] + [f"![{p}]({p})" for p in r["plots"]]
+            md += ["", f"## {r['dataset']}: plots and saliency", ""] + [f"![{p}]({p})" for p in r["plots"]]
     atomic_write_text(root / "summary.md", "\n".join(md) + "\n")
 
     table = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells)
     galleries = "".join(
-        f"<h2>{html.escape(r['dataset'])}: saliency</h2>"
+        f"<h2>{html.escape(r['dataset'])}: plots and saliency</h2>"
         + "".join(f'<a href="{html.escape(p)}"><img src="{html.escape(p)}" style="max-width:100%"></a>'
                   for p in r["plots"]) for r in rows if r["plots"])
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>sciconv summary</title>"

@@ -198,8 +198,10 @@ def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None
     tmp.replace(paths.model)
     atomic_write_json(paths.model_dir / "run.json", {"mlflow_run_id": run_id, "experiment_id": tracker.experiment_id,
                                                       "tracking_uri": tracker.uri})
+    # segmenters are logged on training patches (any size works), image-level networks on whole images
+    size = task.input_size if models.is_segmenter(args["name"]) else train_records[0]["image"].shape[1:]
     example = np.stack([train_records[i % len(train_records)]["image"][(slice(None),) + tuple(
-        slice(0, s) for s in task.input_size)] for i in range(2)]).astype(np.float32)
+        slice(0, s) for s in size)] for i in range(2)]).astype(np.float32)
     tracker.log_metrics({f"final_{k}": v for k, v in extras.items() if isinstance(v, float)}, step=epochs)
     tracker.log_model(net.cpu().eval(), example, len(class_names), spatial_free=models.is_segmenter(args["name"]))
     tracker.log_artifact(paths.model, "checkpoint")

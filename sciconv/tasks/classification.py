@@ -50,6 +50,8 @@ class Classification:
 
     @property
     def input_size(self) -> list[int]:
+        if self.train_cfg["object_crops"]:
+            return list(self.train_cfg["patch_size"])
         return list(self.train_records[0]["image"].shape[1:])
 
     def train_loader(self, augment: list):
