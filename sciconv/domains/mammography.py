@@ -22,6 +22,9 @@ shared/science.md):
     fraction whose mean is the breast density.
   - Quantum noise: Poisson, with about 1e4 quanta per mm^2 behind the breast (the order of
     magnitude of a screening exposure; approximate), so 0.1 mm specks drown and 0.5 mm ones show.
+  - For Presentation images are processed by the unit; the simulator equalises thickness
+    and broad density (subtracting a share of the signal smoothed over ~2.5 cm), as vendors'
+    peripheral equalisation does, so small structures keep the display range.
   - Microcalcification clusters: a few to ~20 specks of 0.1-0.5 mm within about a centimetre;
     masses round, oval or spiculated, a few mm to ~2 cm (BI-RADS lexicon descriptors).
   - Screening finds about 5 cancers per 1,000 exams; the demo uses ~10 % positive images to
@@ -73,6 +76,9 @@ SCHEMAS = {
             "calcification_diameter_mm": {**_range, "default": [0.15, 0.5]},
             "calcifications_per_cluster": {"type": "array", "items": {"type": "integer", "minimum": 1},
                                            "minItems": 2, "maxItems": 2, "default": [5, 20]},
+            "equalisation": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.8,
+                             "description": "For Presentation processing: share of the large-scale signal removed"},
+            "equalisation_scale_mm": {**_pos, "default": 25.0},
             "bits_stored": {"type": "integer", "minimum": 12, "maximum": 16, "default": 14},
             "monochrome1_fraction": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5},
         },
@@ -258,7 +264,26 @@ def simulate_view(rng: np.random.Generator, src: dict, view: str, patient: dict,
     unattenuated = behind * np.exp(attenuation[breast].mean()) if breast.any() else behind
     counts = rng.poisson(unattenuated * np.exp(-attenuation))
     measured = -np.log(np.maximum(counts, 0.5) / unattenuated)
-    return np.where(breast, measured, 0.0), mask, thickness * 10
+    return np.where(breast, for_presentation(measured, breast, spacing, src), 0.0), mask, thickness * 10
+
+
+def for_presentation(log_signal: np.ndarray, breast: np.ndarray, spacing_mm: float, src: dict) -> np.ndarray:
+    """Vendor-style processing of a For Presentation image: thickness equalisation.
+
+    Units display images after removing part of the large-scale signal (the fall of thickness
+    towards the skin line and broad density variations), which would otherwise use up the
+    display range and hide small structures; this subtracts `equalisation` times the signal
+    smoothed over `equalisation_scale_mm` (normalised convolution inside the breast), keeping
+    the breast's mean level.
+    """
+    weight = src["equalisation"]
+    if weight <= 0:
+        return log_signal
+    sigma = src["equalisation_scale_mm"] / spacing_mm
+    inside = breast.astype(float)
+    smooth = ndimage.gaussian_filter(log_signal * inside, sigma) / np.maximum(ndimage.gaussian_filter(inside, sigma), 1e-6)
+    level = log_signal[breast].mean() if breast.any() else 0.0
+    return log_signal - weight * (smooth - level)
 
 
 def presentation_values(attenuation: np.ndarray) -> np.ndarray:
@@ -457,14 +482,16 @@ def baseline(image: np.ndarray, attrs: dict, cfg: dict) -> float:
     """
     params = cfg["baseline"]
     plane = image[0].astype(np.float64)
-    breast = ndimage.binary_erosion(plane > plane.min(), iterations=3)
-    if not breast.any():
-        return 0.0
+    tissue = plane > plane.min()
     sigmas = [*np.geomspace(*params["calcification_sigmas_px"], 3), *np.geomspace(*params["mass_sigmas_px"], 4)]
     best = -np.inf
     for sigma in sigmas:
+        # the skin line is the strongest edge in the image: stay 2 sigma inside it at each scale
+        breast = ndimage.binary_erosion(tissue, iterations=max(1, int(np.ceil(2 * sigma))))
+        if not breast.any():
+            continue
         response = -sigma**2 * ndimage.gaussian_laplace(plane, sigma)
         values = response[breast]
         spread = 1.4826 * np.median(np.abs(values - np.median(values))) + 1e-9
         best = max(best, float((values.max() - np.median(values)) / spread))
-    return best
+    return best if np.isfinite(best) else 0.0
