@@ -22,6 +22,17 @@ def shrunk_ccd_config(n_frames: int = 12, size: int = 64, epochs: int = 2) -> di
     return cfg
 
 
+def shrunk_mammo_config(n_patients: int = 8, epochs: int = 2) -> dict:
+    """config/datasets/mammo_demo.yaml as shipped, made small."""
+    cfg = yaml.safe_load((REPO / "config/datasets/mammo_demo.yaml").read_text())
+    cfg["source"].update(n_patients=n_patients, image_size=[128, 104], prevalence=0.25)
+    cfg["preprocess"]["size"] = [64, 48]
+    cfg["train"].update(epochs=epochs, batch_size=8, patch_size=[32, 32])
+    cfg["model"].update(init_features=8, growth_rate=8, block_config=[2, 2])
+    cfg["explain"]["n_samples"] = 1
+    return cfg
+
+
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     """A project folder with config/config.yaml and one micro CCD dataset; cwd is moved there."""

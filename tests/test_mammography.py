@@ -198,3 +198,12 @@ def test_training_runs_with_each_imbalance_strategy(tmp_path, monkeypatch, strat
             "n_test_positive", "baseline_auroc", "saliency_hit_rate", "mlflow_run_id"} <= set(metrics)
     assert metrics["threshold"] == pytest.approx(checkpoint["threshold"])
     assert (tmp_path / "results/m/plots/confusion_matrix.png").is_file()
+    if strategy == "focal":  # once is enough: predict on the raw DICOM files, by registry URI
+        from sciconv.steps import predict
+
+        files = [str(p) for p in sorted((tmp_path / "results/m/raw").glob("*.dcm"))]
+        table = predict.run("models:/sciconv-m/latest", files, str(tmp_path / "pred"),
+                            device="cpu", tracking_uri="sqlite:///results/mlflow.db")
+        lines = table.read_text().splitlines()
+        assert lines[0] == "file,p_normal,p_lesion,threshold,prediction"
+        assert len(lines) == 1 + 32 and all(line.endswith((",normal", ",lesion")) for line in lines[1:])

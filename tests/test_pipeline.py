@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, shrunk_mammo_config
 
 pytestmark = pytest.mark.e2e
 
@@ -16,6 +16,9 @@ def snakemake(project, env, *args, timeout=900):
 
 
 def test_workflow_produces_every_output_and_logs_to_mlflow(project, tool_env):
+    config = yaml.safe_load((project / "config/config.yaml").read_text())
+    (project / "config/config.yaml").write_text(yaml.safe_dump(config | {"datasets": ["ccd_micro", "mammo_micro"]}))
+    (project / "config/datasets/mammo_micro.yaml").write_text(yaml.safe_dump(shrunk_mammo_config()))
     run = snakemake(project, tool_env, "--cores", "2")
     assert run.returncode == 0, run.stderr[-4000:]
     root = project / "results/ccd_micro"
@@ -57,6 +60,22 @@ def test_workflow_produces_every_output_and_logs_to_mlflow(project, tool_env):
     net = mlflow.pytorch.load_model(f"runs:/{run_info.info.run_id}/model")
     out = net(torch.zeros(3, 2, 64, 64))
     assert tuple(out.shape) == (3, 5, 64, 64) and np.isfinite(out.detach().numpy()).all()
+
+    # the mammography classifier: DICOM in, classification metrics, plots and saliency galleries out
+    mammo = project / "results/mammo_micro"
+    assert len(list((mammo / "raw").glob("*.dcm"))) == 32
+    metrics = json.loads((mammo / "metrics.json").read_text())
+    assert {"auroc", "pr_auc", "balanced_accuracy", "sensitivity", "specificity", "threshold", "n_test",
+            "n_test_positive", "baseline_auroc", "saliency_hit_rate", "mlflow_run_id"} <= set(metrics)
+    assert metrics["n_test_positive"] >= 1
+    assert "| mammo_micro | mammography | classification | densenet | auroc |" in (project / "results/summary.md").read_text()
+    plots = {a.path.split("/")[-1] for a in client.list_artifacts(metrics["mlflow_run_id"], "plots")}
+    assert {"roc.png", "precision_recall.png", "confusion_matrix.png", "calibration.png",
+            "training_curves.png"} <= plots
+    versions = client.search_model_versions("name='sciconv-mammo_micro'")
+    assert [v.run_id for v in versions] == [metrics["mlflow_run_id"]]
+    net = mlflow.pytorch.load_model("models:/sciconv-mammo_micro/1")
+    assert tuple(net(torch.zeros(2, 1, 64, 48)).shape) == (2, 2)
 
     again = snakemake(project, tool_env, "--cores", "2", "--dry-run")
     assert "Nothing to be done" in again.stdout + again.stderr

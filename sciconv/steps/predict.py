@@ -16,7 +16,7 @@ import numpy as np
 from sciconv import io as readers
 from sciconv import tracking
 from sciconv.domains import get_domain
-from sciconv.inference import load_model, segment
+from sciconv.inference import load_model, predict_probabilities, segment
 from sciconv.runtime import atomic_write_text, log, pick_device
 
 
@@ -71,21 +71,32 @@ def run(model: str, inputs: list[str], out: str, device: str = "auto", tracking_
     dev = pick_device(device)
     net, checkpoint = load_model(checkpoint_path, dev)
     cfg = checkpoint["config"]
-    if cfg["task"] != "segmentation":
-        raise PredictError(f"{model}: task {cfg['task']!r} has no prediction writer yet; segmentation only")
+    if cfg["task"] not in ("segmentation", "classification"):
+        raise PredictError(f"{model}: task {cfg['task']!r} has no prediction writer yet")
     domain = get_domain(cfg["domain"])
     class_names = checkpoint["class_names"]
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = text_io.StringIO()
     writer = csv.writer(table)
-    writer.writerow(["file", "mask", *[f"pixels_{c}" for c in class_names]])
+    if cfg["task"] == "segmentation":
+        writer.writerow(["file", "mask", *[f"pixels_{c}" for c in class_names]])
+    else:
+        writer.writerow(["file", *[f"p_{c}" for c in class_names], "threshold", "prediction"])
     for source in expand_inputs(inputs):
         try:
             image, meta = readers.read(source)
         except readers.ReadError as err:
             raise PredictError(str(err)) from err
         prepared, _, _ = domain.preprocess(image, meta, cfg["preprocess"])
+        if cfg["task"] == "classification":
+            probabilities = predict_probabilities(net, [prepared], dev, cfg["train"]["amp"])[0]
+            threshold = checkpoint.get("threshold")
+            # binary: the threshold chosen on validation; more classes: the most probable one
+            index = int(probabilities[-1] >= threshold) if threshold is not None else int(np.argmax(probabilities))
+            writer.writerow([str(source), *[f"{p:.6f}" for p in probabilities],
+                             "" if threshold is None else f"{threshold:.6f}", class_names[index]])
+            continue
         mask = segment(net, prepared, checkpoint["patch_size"], dev, cfg["train"]["amp"])
         target = write_mask(mask, source, meta, out_dir)
         writer.writerow([str(source), str(target), *np.bincount(mask.ravel(), minlength=len(class_names)).tolist()])
