@@ -104,15 +104,64 @@ def render_segmentation(path: Path, image: np.ndarray, truth: np.ndarray, predic
 
 
 # --------------------------------------------------------------------------- image-level networks
+class ClassEvidence(nn.Module):
+    """Logits -> scores whose gradients mean "evidence for this class against the others".
+
+    A softmax only sees differences of logits, so one raw logit can fall while its class's
+    probability rises; Grad-CAM of a raw logit can then light up everything but the lesion.
+    Two classes: the log-odds (l1 - l0 for class 1); more: log-softmax.
+    """
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.net(x)
+        if logits.shape[1] == 2:
+            odds = logits[:, 1] - logits[:, 0]
+            return torch.stack([-odds, odds], dim=1)
+        return torch.log_softmax(logits, dim=1)
+
+
+def hirescam(model: nn.Module, x: torch.Tensor, class_idx: int, target_layer: str) -> np.ndarray:
+    """HiResCAM (Draelos & Carin 2020): sum over channels of gradient x activation, position by position.
+
+    Grad-CAM averages each channel's gradient over the map before weighting; behind global
+    max pooling the gradient sits only where each channel peaks, so that average spreads a
+    lesion's evidence over the whole breast. Keeping the gradient per position attributes the
+    score exactly where it came from.
+    """
+    import torch.nn.functional as F
+
+    layer = dict(model.named_modules())[target_layer]
+    saved = {}
+    handle = layer.register_forward_hook(lambda _m, _i, out: saved.__setitem__("a", out))
+    try:
+        model.zero_grad(set_to_none=True)
+        score = model(x)[0, class_idx]
+        grad = torch.autograd.grad(score, saved["a"])[0]
+    finally:
+        handle.remove()
+    cam = torch.relu((grad * saved["a"]).sum(1, keepdim=True))
+    mode = "trilinear" if cam.ndim == 5 else "bilinear"
+    cam = F.interpolate(cam, size=x.shape[2:], mode=mode, align_corners=False)[0, 0]
+    span = cam.max() - cam.min()
+    return ((cam - cam.min()) / span if span > 0 else torch.zeros_like(cam)).detach().cpu().numpy()
+
+
 def classifier_saliency(net: nn.Module, image: np.ndarray, class_idx: int, method: str,
                         target_layer: str) -> np.ndarray:
-    """Grad-CAM or Grad-CAM++ (monai.visualize) of one class, upsampled to the image, in [0, 1]."""
+    """HiResCAM, Grad-CAM or Grad-CAM++ (monai.visualize) of one class's evidence, at image size, in [0, 1]."""
     from monai.visualize import GradCAM, GradCAMpp
 
-    cam_class = GradCAMpp if method == "gradcampp" else GradCAM
     device = next(net.parameters()).device
     x = torch.from_numpy(np.ascontiguousarray(image))[None].float().to(device)
-    cam = cam_class(nn_module=net, target_layers=target_layer)
+    model = ClassEvidence(net).eval()
+    if method == "hirescam":
+        return hirescam(model, x, class_idx, f"net.{target_layer}")
+    cam_class = GradCAMpp if method == "gradcampp" else GradCAM
+    cam = cam_class(nn_module=model, target_layers=f"net.{target_layer}")
     return cam(x, class_idx=class_idx)[0, 0].detach().cpu().numpy()
 
 

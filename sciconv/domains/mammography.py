@@ -120,7 +120,8 @@ DEFAULTS = {
     "model": {"name": "densenet"},
     "train": {"epochs": 20, "batch_size": 16, "learning_rate": 0.001, "imbalance": "weighted_ce"},
     "split": {"val_fraction": 0.2, "test_fraction": 0.25},
-    "explain": {"n_samples": 3},
+    # behind max pooling HiResCAM localises where Grad-CAM's averaged gradients smear (saliency.hirescam)
+    "explain": {"n_samples": 3, "method": "hirescam"},
 }
 
 

@@ -105,7 +105,7 @@ def saliency_hit_rate(net, records: list[dict], checkpoint: dict, explain_cfg: d
         lesion = lesion_of(record)
         if int(record["label"]) == 0 or lesion is None:
             continue
-        method = explain_cfg["method"] if explain_cfg["method"] in ("gradcam", "gradcampp") else "gradcam"
+        method = explain_cfg["method"] if explain_cfg["method"] != "occlusion" else "gradcam"
         saliency = classifier_saliency(net, record["image"], int(record["label"]), method, layer)
         hits.append(pointing_hit(saliency, lesion, explain_cfg["pointing_tolerance_px"]))
     return float(np.mean(hits)) if hits else float("nan")
@@ -146,7 +146,7 @@ def evaluate(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> tu
 
 
 def explain(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> list:
-    """Grad-CAM and Grad-CAM++ galleries of true positives, false positives and false negatives."""
+    """Grad-CAM, Grad-CAM++ and HiResCAM galleries of true positives, false positives and false negatives."""
     from sciconv.saliency import classifier_saliency, render_classification
 
     params = ds.cfg["explain"]
@@ -167,7 +167,7 @@ def explain(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> lis
             record = test[index]
             cls = max(int(record["label"]), 1)  # explain the positive class, also for false positives
             maps = {method: classifier_saliency(net, record["image"], cls, method, layer)
-                    for method in ("gradcam", "gradcampp")}
+                    for method in ("gradcam", "gradcampp", "hirescam")}
             path = out_dir / f"{group}_{record['id']}.png"
             render_classification(path, record["image"], lesion_of(record), maps,
                                   f"{ds.name} {record['id']}: {group.replace('_', ' ')}, score {scores[index]:.3f} "
