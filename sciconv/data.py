@@ -152,6 +152,9 @@ def classification_train_loader(records: list[dict], n_classes: int, train_cfg: 
     crop = []
     if train_cfg["object_crops"]:
         spatial = next(iter(shapes))[1:]
+        if any(r > s for r, s in zip(train_cfg["patch_size"], spatial)):
+            raise ValueError(f"train.patch_size {list(train_cfg['patch_size'])} is larger than the images "
+                             f"{list(spatial)}; object crops must fit inside them")
         for item, record in zip(items, records):
             # every item has a mask key (empty for negatives) so the dictionaries collate alike
             item["mask"] = record["mask"] if record.get("mask") is not None else np.zeros((1, *spatial), np.int64)

@@ -173,7 +173,7 @@ def test_training_runs_with_each_imbalance_strategy(tmp_path, monkeypatch, strat
     cfg = yaml.safe_load((REPO / "config/datasets/mammo_demo.yaml").read_text())
     cfg["source"].update(n_patients=8, image_size=[96, 80], prevalence=0.25)
     cfg["preprocess"]["size"] = [48, 40]
-    cfg["train"].update(epochs=2, batch_size=8, imbalance=strategy)
+    cfg["train"].update(epochs=2, batch_size=8, imbalance=strategy, patch_size=[32, 32])
     cfg["model"].update(init_features=8, growth_rate=4, block_config=[2, 2])
     cfg["explain"]["n_samples"] = 1
     (tmp_path / "config/datasets").mkdir(parents=True)

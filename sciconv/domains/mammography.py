@@ -174,6 +174,11 @@ def lesion_centre(rng, breast: np.ndarray, gland: np.ndarray, margin_px: int) ->
     for "lesion here", which a classifier learns instead of the lesion.
     """
     inside = np.argwhere(ndimage.binary_erosion(breast, iterations=margin_px))
+    while not len(inside) and margin_px > 0:  # a small breast: move in less far from the skin
+        margin_px //= 2
+        inside = np.argwhere(ndimage.binary_erosion(breast, iterations=margin_px) if margin_px else breast)
+    if not len(inside):
+        raise ValueError("the simulated breast is empty; increase source.image_size")
     cy, cx = inside[rng.integers(len(inside))]
     return int(cy), int(cx)
 
