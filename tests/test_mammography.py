@@ -207,3 +207,19 @@ def test_training_runs_with_each_imbalance_strategy(tmp_path, monkeypatch, strat
         lines = table.read_text().splitlines()
         assert lines[0] == "file,p_normal,p_lesion,threshold,prediction"
         assert len(lines) == 1 + 32 and all(line.endswith((",normal", ",lesion")) for line in lines[1:])
+
+        # transfer learning from the registered model, head frozen for the first epoch
+        transfer = dict(cfg, init_from="models:/sciconv-m/latest")
+        transfer["train"] = dict(cfg["train"], epochs=1, freeze_encoder_epochs=1, learning_rate=0.05)
+        (tmp_path / "config/datasets/t.yaml").write_text(yaml.safe_dump(transfer))
+        target = load_dataset("t", load_global("config/config.yaml"))
+        for step in (simulate, ingest, split, preprocess):
+            step.run(target)
+        train.run(target, threads=1)
+        source_state = checkpoint["model_state"]
+        tuned = torch.load(tmp_path / "results/t/model/model.pt", weights_only=True)["model_state"]
+        encoder = [k for k in source_state if not k.startswith("class_layers.out") and "running" not in k
+                   and "num_batches" not in k]
+        # frozen: every encoder weight is the source model's; the head moved
+        assert all(torch.equal(source_state[k], tuned[k]) for k in encoder)
+        assert not torch.equal(source_state["class_layers.out.weight"], tuned["class_layers.out.weight"])
