@@ -166,8 +166,14 @@ class DatasetConfig:
 
     @property
     def class_names(self) -> list[str]:
-        """The domain's fixed classes, or those the dataset YAML declares (domain generic)."""
-        return list(self.domain.CLASS_NAMES or self.cfg["classes"])
+        """The classes (the domain's, per task where it has several, or the YAML's `classes`);
+        for regression, the names of the targets (`targets:`, else the domain's TARGETS)."""
+        if self.cfg["task"] == "regression":
+            return list(self.cfg.get("targets") or getattr(self.domain, "TARGETS", []))
+        fixed = self.domain.CLASS_NAMES
+        if isinstance(fixed, dict):
+            fixed = fixed.get(self.cfg["task"])
+        return list(fixed or self.cfg["classes"])
 
     @property
     def seed(self) -> int:
@@ -199,12 +205,15 @@ def load_dataset(name_or_path: str, global_cfg: dict) -> DatasetConfig:
             f"{path}: key task: domain {domain!r} supports {', '.join(module.TASKS)}, not {cfg['task']!r}")
     if cfg["source"]["kind"] == "simulate" and not hasattr(module, "simulate"):
         raise ConfigError(f"{path}: key source.kind: domain {domain!r} has no simulator; use kind: files")
-    if module.CLASS_NAMES is None and cfg["task"] != "regression" and not cfg.get("classes"):
+    fixed = module.CLASS_NAMES.get(cfg["task"]) if isinstance(module.CLASS_NAMES, dict) else module.CLASS_NAMES
+    if cfg["task"] == "regression" and not (cfg.get("targets") or getattr(module, "TARGETS", None)):
+        raise ConfigError(f"{path}: key targets: regression needs the names of the targets, e.g. targets: [mass, age]")
+    if fixed is None and cfg["task"] != "regression" and not cfg.get("classes"):
         raise ConfigError(f"{path}: key classes: domain {domain!r} needs the list of class names "
                           "(background first for segmentation), e.g. classes: [background, cell]")
-    if module.CLASS_NAMES is not None and cfg.get("classes") not in (None, module.CLASS_NAMES):
+    if fixed is not None and cfg.get("classes") not in (None, fixed):
         raise ConfigError(f"{path}: key classes: domain {domain!r} fixes its classes: "
-                          f"{', '.join(module.CLASS_NAMES)}; remove the key")
+                          f"{', '.join(fixed)}; remove the key")
     return DatasetConfig(name=path.stem, path=path, cfg=cfg, global_cfg=global_cfg)
 
 

@@ -108,10 +108,11 @@ def downsampling_factor(args: dict) -> int:
 
 def check_input_size(args: dict, size: list[int] | tuple[int, ...], what: str = "train.patch_size") -> None:
     if not is_segmenter(args["name"]):
-        # classifiers end in global pooling: any size works once it survives the downsampling
-        if min(size) < 32:
-            raise ModelConfigError(f"{what} {list(size)} is too small for {args['name']}: it downsamples by 32; "
-                                   "use at least 32 per axis")
+        # image-level networks end in global pooling: any size works that survives their first
+        # downsamplings (a stride-2 stem and pooling, then stages that stop at one voxel)
+        if min(size) < 16:
+            raise ModelConfigError(f"{what} {list(size)} is too small for {args['name']}: its stem and first "
+                                   "stages downsample by 16; use at least 16 per axis")
         return
     factor = downsampling_factor(args)
     bad = [s for s in size if s % factor]

@@ -115,3 +115,19 @@ def bar_per_case(out_dir: Path, names: list[str], values: list[float], ylabel: s
     ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
     ax.set(xlabel="test case", ylabel=ylabel, title=title)
     return _save(fig, out_dir / filename)
+
+
+def predicted_vs_true(out_dir: Path, truth: np.ndarray, predicted: np.ndarray, baseline: np.ndarray | None,
+                      names: list[str], title: str) -> Path:
+    """One panel per target: network (and baseline) prediction against the true value, with the identity line."""
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 4), squeeze=False, constrained_layout=True)
+    for j, (ax, name) in enumerate(zip(axes[0], names)):
+        lo, hi = truth[:, j].min(), truth[:, j].max()
+        if baseline is not None:
+            ax.scatter(truth[:, j], baseline[:, j], s=10, alpha=0.5, label="baseline", marker="x")
+        ax.scatter(truth[:, j], predicted[:, j], s=12, alpha=0.8, label="network")
+        ax.plot([lo, hi], [lo, hi], ":", color="grey", label="identity")
+        ax.set(xlabel=f"true {name}", ylabel=f"predicted {name}", title=name)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"predicted vs true: {title}")
+    return _save(fig, out_dir / "predicted_vs_true.png")

@@ -150,6 +150,13 @@ def hirescam(model: nn.Module, x: torch.Tensor, class_idx: int, target_layer: st
     return ((cam - cam.min()) / span if span > 0 else torch.zeros_like(cam)).detach().cpu().numpy()
 
 
+def hirescam_raw(net: nn.Module, image: np.ndarray, output_index: int, target_layer: str) -> np.ndarray:
+    """HiResCAM of one raw network output (a regression target): where its value came from."""
+    device = next(net.parameters()).device
+    x = torch.from_numpy(np.ascontiguousarray(image))[None].float().to(device)
+    return hirescam(net.eval(), x, output_index, target_layer)
+
+
 def classifier_saliency(net: nn.Module, image: np.ndarray, class_idx: int, method: str,
                         target_layer: str) -> np.ndarray:
     """HiResCAM, Grad-CAM or Grad-CAM++ (monai.visualize) of one class's evidence, at image size, in [0, 1]."""

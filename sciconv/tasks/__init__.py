@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 
-TASK_MODULES = {"segmentation": "segmentation", "classification": "classification"}
+TASK_MODULES = {"segmentation": "segmentation", "classification": "classification", "regression": "regression"}
 
 
 def task_module(task: str):

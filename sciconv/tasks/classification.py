@@ -111,6 +111,31 @@ def saliency_hit_rate(net, records: list[dict], checkpoint: dict, explain_cfg: d
     return float(np.mean(hits)) if hits else float("nan")
 
 
+def baseline_positive_scores(ds, test: list[dict]) -> np.ndarray:
+    """The classical method's score per test image.
+
+    A domain's baseline returns either a score (a detector's response) or a feature vector
+    (a summary statistic); features are turned into a score by a logistic regression fitted
+    on the training set, as the field does with hand-made statistics.
+    """
+    first = np.asarray(ds.domain.baseline(test[0]["image"], test[0]["attrs"], ds.cfg))
+    if first.size == 1:
+        return np.array([float(ds.domain.baseline(r["image"], r["attrs"], ds.cfg)) for r in test])
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from sciconv.paths import DatasetPaths
+
+    paths = DatasetPaths(ds.results_dir)
+    train = data.load_records(paths.preprocessed, data.load_split(paths.split)["train"])
+    features = lambda records: np.stack([np.ravel(ds.domain.baseline(r["image"], r["attrs"], ds.cfg))  # noqa: E731
+                                         for r in records])
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    model.fit(features(train), [int(r["label"]) for r in train])
+    return model.predict_proba(features(test))[:, -1]
+
+
 def evaluate(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> tuple[dict, list[dict], list]:
     """Test metrics beside the classical baseline's AUROC; the per-image table; the plots written."""
     from sklearn.metrics import roc_auc_score
@@ -123,7 +148,7 @@ def evaluate(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> tu
     probabilities = predict_probabilities(net, [r["image"] for r in test], device, ds.cfg["train"]["amp"])
     threshold = checkpoint.get("threshold")
     metrics = classification_metrics(probabilities, labels, threshold)
-    baseline_scores = np.array([float(ds.domain.baseline(r["image"], r["attrs"], ds.cfg)) for r in test])
+    baseline_scores = baseline_positive_scores(ds, test)
     binary = len(class_names) == 2
     both = len(np.unique(labels)) == 2
     metrics["baseline_auroc"] = float(roc_auc_score(labels, baseline_scores)) if binary and both else float("nan")

@@ -1,0 +1,395 @@
+"""21cm light-cones: reionization parameters from brightness-temperature light-cones in HDF5.
+
+Everything light-cone-specific lives here: a small semi-numerical simulator with the
+recipe of 21cmFAST, the preprocessing (clip and scale dTb, optional per-slice mean
+removal, line-of-sight downsampling), augmentation that respects the line of sight, and
+the classical baseline (the spherically averaged power spectrum in line-of-sight chunks).
+
+Simulator, in order (numbers and sources; see also shared/science.md):
+  - Planck-like cosmology h 0.678, Omega_m 0.31, Omega_b 0.049, sigma_8 0.81, n_s 0.965.
+  - Linear matter power spectrum: BBKS transfer function (Bardeen et al. 1986) with shape
+    Gamma = Omega_m h, normalised to sigma_8; a Gaussian random density field in a periodic box,
+    grown with the linear growth factor D(z) (Carroll, Press & Turner 1992 approximation).
+  - Excursion-set ionisation (Furlanetto et al. 2004; 21cmFAST, Mesinger et al. 2011): a cell
+    is ionised when zeta f_coll(R) >= 1 at any top-hat scale R from R_max down to the cell,
+    f_coll = erfc((delta_c - delta_R) / sqrt(2 (sigma_min^2 - sigma_R^2))) (extended
+    Press-Schechter), partially ionised with x_HII = zeta f_coll at the cell scale otherwise.
+    sigma_min belongs to the minimum halo mass of virial temperature T_vir (Barkana & Loeb 2001).
+  - dTb = 27 x_HI (1 + delta) (Omega_b h^2 / 0.023) sqrt((0.15 / (Omega_m h^2)) (1 + z) / 10) mK,
+    the spin-temperature-saturated limit.
+  - Light-cone: coeval boxes at a ladder of redshifts, each line-of-sight slice taken at its
+    comoving distance's redshift by interpolating the two boxes that bracket it; sky axes periodic.
+  - Optional instrument: Gaussian thermal noise and removal of each frequency slice's mean.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from scipy import integrate, special
+
+TASKS = ("regression", "classification")
+CLASS_NAMES = {"classification": ["late", "early"]}
+TARGETS = ["zeta", "log10_tvir", "r_max"]
+
+H, OMEGA_M, OMEGA_B, SIGMA_8, N_S = 0.678, 0.31, 0.049, 0.81, 0.965
+DELTA_C = 1.686
+C_KM_S = 299_792.458
+RHO_CRIT_H2 = 2.775e11  # Msun / Mpc^3 per h^2
+
+_pos = {"type": "number", "exclusiveMinimum": 0}
+_prior = {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}
+
+SCHEMAS = {
+    "source": {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "kind": {"type": "string", "enum": ["simulate"]},
+            "generator": {"type": "string", "enum": ["builtin"], "default": "builtin"},
+            "n_samples": {"type": "integer", "minimum": 3, "default": 120},
+            "sky_cells": {"type": "integer", "minimum": 8, "default": 32},
+            "cell_mpc": {**_pos, "default": 10.0, "description": "comoving cell size"},
+            "z_min": {**_pos, "default": 6.0},
+            "z_max": {**_pos, "default": 12.0},
+            "n_coeval": {"type": "integer", "minimum": 2, "default": 10, "description": "coeval boxes along z"},
+            "n_filter_scales": {"type": "integer", "minimum": 2, "default": 10},
+            "zeta": {**_prior, "default": [10.0, 60.0]},
+            "log10_tvir": {**_prior, "default": [4.0, 5.3]},
+            "r_max": {**_prior, "default": [5.0, 25.0], "description": "ionising mean free path, Mpc"},
+            "noise_mk": {"type": "number", "minimum": 0, "default": 0.0},
+            "remove_slice_mean": {"type": "boolean", "default": False},
+            "early_if_neutral_below": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5,
+                                       "description": "classification: 'early' when the neutral fraction at "
+                                                      "split_redshift is below this"},
+            "split_redshift": {**_pos, "default": 8.0},
+        },
+    },
+    "preprocess": {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "clip_mk": {**_prior, "default": [-250.0, 50.0]},
+            "remove_slice_mean": {"type": "boolean", "default": False},
+            "los_downsample": {"type": "integer", "minimum": 1, "default": 2},
+        },
+    },
+    "augment": {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "flip": {"type": "boolean", "default": True},
+            "rotate90": {"type": "boolean", "default": True},
+            "roll": {"type": "boolean", "default": True, "description": "periodic shifts along the sky axes"},
+            "prob": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5},
+        },
+    },
+    "baseline": {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "los_chunks": {"type": "integer", "minimum": 1, "default": 4},
+            "k_bins": {"type": "integer", "minimum": 2, "default": 6},
+        },
+    },
+}
+
+DEFAULTS = {
+    "model": {"name": "resnet10", "width_factor": 0.25},
+    "train": {"epochs": 30, "batch_size": 8, "learning_rate": 0.001},
+    "explain": {"n_samples": 2, "method": "hirescam"},
+    "split": {"val_fraction": 0.15, "test_fraction": 0.2},
+}
+
+
+# --------------------------------------------------------------------------- cosmology
+def hubble(z):
+    """H(z) in km/s/Mpc, flat LCDM (radiation neglected)."""
+    return 100 * H * np.sqrt(OMEGA_M * (1 + z) ** 3 + 1 - OMEGA_M)
+
+
+@cache
+def _distance_table() -> tuple[np.ndarray, np.ndarray]:
+    z = np.linspace(0, 40, 8001)
+    return z, integrate.cumulative_trapezoid(C_KM_S / hubble(z), z, initial=0.0)
+
+
+def comoving_distance(z) -> np.ndarray:
+    """Comoving distance from z = 0, Mpc (the integral of c / H tabulated once, 0.005 steps in z)."""
+    table_z, table_d = _distance_table()
+    return np.interp(np.atleast_1d(np.asarray(z, dtype=float)), table_z, table_d)
+
+
+def redshift_at(distance_mpc) -> np.ndarray:
+    table_z, table_d = _distance_table()
+    return np.interp(distance_mpc, table_d, table_z)
+
+
+def growth_factor(z) -> np.ndarray:
+    """Linear growth D(z), D(0) = 1 (Carroll, Press & Turner 1992)."""
+    def g(zz):
+        om = OMEGA_M * (1 + zz) ** 3 / (OMEGA_M * (1 + zz) ** 3 + 1 - OMEGA_M)
+        ol = 1 - om
+        return 2.5 * om / (om ** (4 / 7) - ol + (1 + om / 2) * (1 + ol / 70))
+    return g(np.asarray(z, dtype=float)) / (1 + np.asarray(z, dtype=float)) / g(0.0)
+
+
+def transfer_bbks(k) -> np.ndarray:
+    q = np.asarray(k) / (OMEGA_M * H**2)  # k in 1/Mpc; Gamma h = Omega_m h^2
+    q = np.maximum(q, 1e-10)
+    return np.log(1 + 2.34 * q) / (2.34 * q) * (1 + 3.89 * q + (16.1 * q) ** 2 + (5.46 * q) ** 3 + (6.71 * q) ** 4) ** -0.25
+
+
+def _tophat(x):
+    x = np.maximum(x, 1e-8)
+    return 3 * (np.sin(x) - x * np.cos(x)) / x**3
+
+
+def _unnormalised_power(k):
+    return np.asarray(k) ** N_S * transfer_bbks(k) ** 2
+
+
+def _sigma_integral(radius_mpc) -> np.ndarray:
+    """sqrt(int P_unnormalised(k) W^2(kR) k^2 dk / 2 pi^2) on a log-spaced k grid."""
+    k = np.logspace(-4, 3, 4000)
+    radius = np.atleast_1d(np.asarray(radius_mpc, dtype=float))
+    integrand = _unnormalised_power(k)[None] * _tophat(k[None] * radius[:, None]) ** 2 * k[None] ** 3
+    return np.sqrt(np.trapezoid(integrand, np.log(k), axis=1) / (2 * np.pi**2))
+
+
+@cache
+def power_amplitude() -> float:
+    """The amplitude that makes sigma(8 Mpc/h) = sigma_8."""
+    return float((SIGMA_8 / _sigma_integral(8.0 / H)[0]) ** 2)
+
+
+@cache
+def _sigma_table() -> tuple[np.ndarray, np.ndarray]:
+    radii = np.geomspace(1e-3, 1e3, 600)
+    return np.log(radii), np.log(np.sqrt(power_amplitude()) * _sigma_integral(radii))
+
+
+def sigma_r(radius_mpc) -> np.ndarray:
+    """rms linear density contrast at z = 0 in top-hat spheres of radius R (Mpc), normalised to sigma_8."""
+    log_r, log_sigma = _sigma_table()
+    return np.exp(np.interp(np.log(np.atleast_1d(np.asarray(radius_mpc, dtype=float))), log_r, log_sigma))
+
+
+def linear_power(k) -> np.ndarray:
+    """P(k) at z = 0 in Mpc^3 (k in 1/Mpc)."""
+    return power_amplitude() * _unnormalised_power(k)
+
+
+def minimum_halo_mass(t_vir: float, z: float, mu: float = 0.6) -> float:
+    """Msun: M = 1e8 Msun/h (T_vir / 1.98e4 K)^1.5 (mu / 0.6)^-1.5 ((1 + z) / 10)^-1.5 (Barkana & Loeb 2001)."""
+    return 1e8 / H * (t_vir / 1.98e4) ** 1.5 * (mu / 0.6) ** -1.5 * ((1 + z) / 10) ** -1.5
+
+
+def lagrangian_radius(mass_msun: float) -> float:
+    return (3 * mass_msun / (4 * np.pi * RHO_CRIT_H2 * H**2 * OMEGA_M)) ** (1 / 3)
+
+
+# --------------------------------------------------------------------------- fields
+def wavenumbers(shape: tuple[int, ...], cell_mpc: float) -> np.ndarray:
+    axes = [2 * np.pi * np.fft.fftfreq(n, d=cell_mpc) for n in shape[:-1]]
+    axes.append(2 * np.pi * np.fft.rfftfreq(shape[-1], d=cell_mpc))
+    grids = np.meshgrid(*axes, indexing="ij")
+    return np.sqrt(sum(g**2 for g in grids))
+
+
+def gaussian_density(rng: np.random.Generator, shape: tuple[int, ...], cell_mpc: float) -> np.ndarray:
+    """Linear density contrast at z = 0 with power spectrum P(k), periodic box (Fourier-space draw)."""
+    k = wavenumbers(shape, cell_mpc)
+    volume = np.prod(shape) * cell_mpc ** len(shape)
+    amplitude = np.sqrt(np.where(k > 0, linear_power(np.maximum(k, 1e-6)), 0.0) * volume) / cell_mpc ** len(shape)
+    white = np.fft.rfftn(rng.standard_normal(shape)) / np.sqrt(np.prod(shape))
+    return np.fft.irfftn(white * amplitude, s=shape, axes=range(len(shape)))
+
+
+def smoothed_fields(delta_k: np.ndarray, k: np.ndarray, shape, cell_mpc: float, r_max: float,
+                    n_scales: int) -> list[tuple[float, np.ndarray]]:
+    """(R, z = 0 density smoothed with a top-hat of radius R) from R_max down to the cell, once per light-cone:
+    linear growth only rescales them, so every coeval box reuses them."""
+    cell_radius = cell_mpc * (3 / (4 * np.pi)) ** (1 / 3)  # the sphere of the cell's volume
+    radii = np.geomspace(max(r_max, cell_radius * 1.01), cell_radius, n_scales)
+    return [(float(r), np.fft.irfftn(delta_k * _tophat(k * r), s=shape, axes=range(len(shape))).astype(np.float32)) for r in radii]
+
+
+def ionised_fraction(smoothed: list[tuple[float, np.ndarray]], growth: float, zeta: float, t_vir: float,
+                     z: float) -> np.ndarray:
+    """x_HII of one coeval box (excursion set over the smoothed fields, largest scale first)."""
+    sigma_min = sigma_r(lagrangian_radius(minimum_halo_mass(t_vir, z)))[0] * growth
+    ionised = np.zeros(smoothed[0][1].shape, dtype=bool)
+    x_cell = None
+    for radius, delta_r in smoothed:
+        spread = np.sqrt(2 * max(sigma_min**2 - (sigma_r(radius)[0] * growth) ** 2, 1e-8))
+        f_coll = special.erfc(np.clip(DELTA_C - delta_r * growth, 0, None) / spread)
+        ionised |= zeta * f_coll >= 1
+        x_cell = np.clip(zeta * f_coll, 0, 1)
+    return np.where(ionised, 1.0, x_cell)
+
+
+def brightness_temperature(x_hi: np.ndarray, delta: np.ndarray, z: float) -> np.ndarray:
+    """dTb in mK, spin temperature saturated (T_S >> T_CMB)."""
+    return (27 * x_hi * (1 + delta) * (OMEGA_B * H**2 / 0.023)
+            * np.sqrt(0.15 / (OMEGA_M * H**2) * (1 + z) / 10))
+
+
+def simulate_lightcone(rng: np.random.Generator, src: dict, params: dict) -> tuple[np.ndarray, dict]:
+    """(dTb light-cone (x, y, line of sight) in mK, attributes incl. slice redshifts and x_HI history)."""
+    n, cell = src["sky_cells"], src["cell_mpc"]
+    d_min, d_max = comoving_distance([src["z_min"], src["z_max"]])
+    n_los = int((d_max - d_min) // cell)
+    slice_z = redshift_at(d_min + cell * np.arange(n_los))
+    shape = (n, n, n_los)
+    delta0 = gaussian_density(rng, shape, cell)
+    smoothed = smoothed_fields(np.fft.rfftn(delta0), wavenumbers(shape, cell), shape, cell, params["r_max"],
+                               src["n_filter_scales"])
+    coeval_z = np.linspace(src["z_min"], src["z_max"], src["n_coeval"])
+    boxes, history = [], []
+    for z in coeval_z:
+        growth = float(growth_factor(z))
+        x_hii = ionised_fraction(smoothed, growth, params["zeta"], 10 ** params["log10_tvir"], z)
+        delta = np.clip(delta0 * growth, -0.99, None)
+        boxes.append(brightness_temperature(1 - x_hii, delta, z))
+        history.append(float(1 - x_hii.mean()))
+    boxes = np.stack(boxes)  # (coeval, x, y, los)
+    # each slice from the two coeval boxes around its redshift, weighted linearly in z
+    upper = np.clip(np.searchsorted(coeval_z, slice_z), 1, len(coeval_z) - 1)
+    weight = (slice_z - coeval_z[upper - 1]) / (coeval_z[upper] - coeval_z[upper - 1])
+    cols = np.arange(n_los)
+    cone = (1 - weight) * boxes[upper - 1, :, :, cols].transpose(1, 2, 0) + weight * boxes[upper, :, :, cols].transpose(1, 2, 0)
+    if src["noise_mk"] > 0:
+        cone = cone + rng.normal(0, src["noise_mk"], cone.shape)
+    if src["remove_slice_mean"]:
+        cone = cone - cone.mean(axis=(0, 1), keepdims=True)
+    neutral_at_split = float(np.interp(src["split_redshift"], coeval_z, history))
+    attrs = {"redshifts": slice_z.tolist(), "box_length_mpc": n * cell, "cell_mpc": cell,
+             "cosmology": {"h": H, "omega_m": OMEGA_M, "omega_b": OMEGA_B, "sigma_8": SIGMA_8, "n_s": N_S},
+             "coeval_redshifts": coeval_z.tolist(), "neutral_fraction": history,
+             "neutral_fraction_at_split": neutral_at_split, **params}
+    return cone.astype(np.float32), attrs
+
+
+def write_lightcone(path: Path, cone: np.ndarray, attrs: dict) -> None:
+    import h5py
+
+    tmp = path.with_name(path.name + ".partial")
+    with h5py.File(tmp, "w") as f:
+        dataset = f.create_dataset("lightcone", data=cone, compression="gzip", shuffle=True)
+        dataset.attrs["axes"] = "x, y, line of sight"
+        for key, value in attrs.items():
+            dataset.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+    tmp.replace(path)
+
+
+def simulate(src: dict, out_dir, seed: int, progress=None) -> list[dict]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(src["n_samples"]):
+        params = {"zeta": float(rng.uniform(*src["zeta"])), "log10_tvir": float(rng.uniform(*src["log10_tvir"])),
+                  "r_max": float(rng.uniform(*src["r_max"]))}
+        cone, attrs = simulate_lightcone(rng, src, params)
+        name = f"lightcone_{i:05d}.h5"
+        write_lightcone(out_dir / name, cone, attrs)
+        early = int(attrs["neutral_fraction_at_split"] < src["early_if_neutral_below"])
+        rows.append({"image": name, "target": json.dumps(params), "label": early})
+        if progress:
+            progress(i + 1)
+    return rows
+
+
+# --------------------------------------------------------------------------- preprocessing
+def input_channels(params: dict) -> int:
+    return 1
+
+
+def preprocess(image: np.ndarray, meta: dict, params: dict, mask: np.ndarray | None = None):
+    """Clip dTb to clip_mk and scale to [0, 1]; optionally remove each slice's mean; downsample the LOS."""
+    cone = image[0].astype(np.float32)
+    if params["remove_slice_mean"]:
+        cone = cone - cone.mean(axis=(0, 1), keepdims=True)
+    lo, hi = params["clip_mk"]
+    cone = (np.clip(cone, lo, hi) - lo) / (hi - lo)
+    step = params["los_downsample"]
+    if step > 1:  # mean over consecutive slices: a coarser frequency channel
+        n = cone.shape[2] // step * step
+        cone = cone[:, :, :n].reshape(cone.shape[0], cone.shape[1], n // step, step).mean(-1)
+    return cone[None], mask, {}
+
+
+def sky_roll_transform(keys, prob: float):
+    """A MONAI random dictionary transform: periodic shifts along the two sky axes, never the LOS.
+
+    Built here so that importing the domain does not import MONAI; it is Randomizable, so the
+    training loop's per-epoch seeding reaches it like every other random transform.
+    """
+    import torch
+    from monai.transforms import MapTransform, RandomizableTransform
+
+    class RandSkyRolld(RandomizableTransform, MapTransform):
+        def __init__(self):
+            RandomizableTransform.__init__(self, prob)
+            MapTransform.__init__(self, keys)
+            self.shifts = (0, 0)
+
+        def randomize(self, shape) -> None:
+            super().randomize(None)
+            self.shifts = (int(self.R.randint(shape[0])), int(self.R.randint(shape[1])))
+
+        def __call__(self, sample):
+            out = dict(sample)
+            first = out[self.first_key(out)]
+            self.randomize(first.shape[1:3])
+            if not self._do_transform:
+                return out
+            for key in self.key_iterator(out):
+                out[key] = torch.roll(torch.as_tensor(out[key]), shifts=self.shifts, dims=(1, 2))
+            return out
+
+    return RandSkyRolld()
+
+
+def augment_transforms(params: dict, keys=("image",)) -> list:
+    """Flips, 90-degree turns and periodic rolls in the sky plane only.
+
+    The line of sight (the last axis) is also time: flipping or rotating it would run
+    reionization backwards, so every transform here acts on axes 1 and 2 of (C, x, y, los).
+    """
+    from monai.transforms import RandFlipd, RandRotate90d
+
+    prob = params["prob"]
+    out = []
+    if params["flip"]:
+        out += [RandFlipd(keys, prob=prob, spatial_axis=0), RandFlipd(keys, prob=prob, spatial_axis=1)]
+    if params["rotate90"]:
+        out.append(RandRotate90d(keys, prob=prob, max_k=3, spatial_axes=(0, 1)))
+    if params["roll"]:
+        out.append(sky_roll_transform(keys, prob))
+    return out
+
+
+# --------------------------------------------------------------------------- baseline
+def power_spectrum_features(cone: np.ndarray, chunks: int, k_bins: int) -> np.ndarray:
+    """log10 of the spherically averaged power spectrum in `chunks` line-of-sight chunks, `k_bins` each."""
+    features = []
+    for part in np.array_split(cone, chunks, axis=2):
+        field = part - part.mean()
+        power = np.abs(np.fft.fftn(field)) ** 2 / field.size
+        k = np.sqrt(sum(g**2 for g in np.meshgrid(*[np.fft.fftfreq(n) for n in part.shape], indexing="ij")))
+        edges = np.geomspace(1.0 / max(part.shape), 0.5, k_bins + 1)
+        which = np.digitize(k.ravel(), edges) - 1
+        sums = np.bincount(which[(which >= 0) & (which < k_bins)], power.ravel()[(which >= 0) & (which < k_bins)],
+                           minlength=k_bins)
+        counts = np.bincount(which[(which >= 0) & (which < k_bins)], minlength=k_bins)
+        features.append(np.log10(sums / np.maximum(counts, 1) + 1e-12))
+    return np.concatenate(features)
+
+
+def baseline(image: np.ndarray, attrs: dict, cfg: dict):
+    """Regression: the power-spectrum feature vector (the task fits a ridge on it).
+    Classification: the same features' mean amplitude is no score, so the ridge's output is used
+    by the task too; here, the feature vector either way."""
+    params = cfg["baseline"]
+    return power_spectrum_features(image[0], params["los_chunks"], params["k_bins"])

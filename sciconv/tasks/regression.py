@@ -1,0 +1,161 @@
+"""Regression: whole images to a vector of physical parameters, standardised targets, MSE.
+
+Targets come from the samples' `target` attribute (a JSON object of parameter values, or
+one number), named by the dataset's `targets:` list. They are standardised with the
+training set's mean and standard deviation, and that scaler is saved with the model, so
+predictions come back in physical units. The classical baseline is the domain's summary
+statistic (`baseline` returns a feature vector) fed to a ridge regression fitted on the
+training set.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from sciconv.inference import autocast
+
+
+def target_vector(attrs: dict, names: list[str]) -> np.ndarray:
+    raw = attrs.get("target")
+    if raw is None:
+        raise ValueError(f"sample has no target; regression needs one value per name in targets: {names}")
+    values = json.loads(raw) if isinstance(raw, str) else raw
+    if isinstance(values, dict):
+        missing = [n for n in names if n not in values]
+        if missing:
+            raise ValueError(f"target {values} lacks {missing}; targets: {names}")
+        return np.array([float(values[n]) for n in names], dtype=np.float32)
+    return np.atleast_1d(np.asarray(values, dtype=np.float32))
+
+
+def r2_rmse(predicted: np.ndarray, truth: np.ndarray, names: list[str], prefix: str = "") -> dict[str, float]:
+    """r2_<name> and rmse_<name> per target (physical units) and r2_mean."""
+    out = {}
+    for j, name in enumerate(names):
+        residual = np.sum((truth[:, j] - predicted[:, j]) ** 2)
+        total = np.sum((truth[:, j] - truth[:, j].mean()) ** 2)
+        out[f"{prefix}r2_{name}"] = float(1 - residual / total) if total > 0 else float("nan")
+        out[f"{prefix}rmse_{name}"] = float(np.sqrt(residual / len(truth)))
+    r2 = [out[f"{prefix}r2_{n}"] for n in names if np.isfinite(out[f"{prefix}r2_{n}"])]
+    out[f"{prefix}r2_mean"] = float(np.mean(r2)) if r2 else float("nan")
+    return out
+
+
+@torch.no_grad()
+def predict(net, images: list[np.ndarray], device, amp: bool, mean: np.ndarray, std: np.ndarray,
+            batch_size: int = 8) -> np.ndarray:
+    """Network outputs back in physical units."""
+    net.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = torch.from_numpy(np.stack(images[start:start + batch_size])).float().to(device)
+        with autocast(device, amp):
+            out.append(net(batch).float().cpu().numpy())
+    standardised = np.concatenate(out) if out else np.zeros((0, len(mean)))
+    return standardised * std + mean
+
+
+class Regression:
+    selection_metric = "val_r2_mean"
+
+    def __init__(self, cfg: dict, class_names: list[str], train_records: list[dict], val_records: list[dict]):
+        self.cfg, self.train_cfg = cfg, cfg["train"]
+        self.names = class_names  # for regression: the target names
+        self.train_records, self.val_records = train_records, val_records
+        self.train_targets = np.stack([target_vector(r["attrs"], self.names) for r in train_records])
+        self.val_targets = np.stack([target_vector(r["attrs"], self.names) for r in val_records])
+        self.mean = self.train_targets.mean(0)
+        self.std = np.maximum(self.train_targets.std(0), 1e-8)
+        self.mse = torch.nn.MSELoss()
+
+    @property
+    def input_size(self) -> list[int]:
+        return list(self.train_records[0]["image"].shape[1:])
+
+    def train_loader(self, augment: list):
+        from monai.data import CacheDataset, DataLoader
+        from monai.transforms import Compose, EnsureTyped
+
+        shapes = {r["image"].shape for r in self.train_records}
+        if len(shapes) > 1:
+            raise ValueError(f"training images differ in shape ({sorted(shapes)[:3]}); set the domain's "
+                             "preprocessing so they are cropped or resized alike")
+        standardised = (self.train_targets - self.mean) / self.std
+        items = [{"image": r["image"], "target": t.astype(np.float32)} for r, t in zip(self.train_records, standardised)]
+        dataset = CacheDataset(items, transform=Compose([EnsureTyped(keys="image", track_meta=False), *augment]),
+                               cache_rate=1.0, num_workers=0, progress=False, copy_cache=False)
+        loader = DataLoader(dataset, batch_size=self.train_cfg["batch_size"], shuffle=True, num_workers=0,
+                            drop_last=len(items) > self.train_cfg["batch_size"])
+        return loader, dataset.transform
+
+    def inputs_targets(self, batch, device):
+        return batch["image"].to(device, non_blocking=True), batch["target"].to(device, non_blocking=True).float()
+
+    def loss(self, outputs, targets):
+        return self.mse(outputs.float(), targets)
+
+    def validate(self, net, device, amp) -> tuple[dict[str, float], float]:
+        predicted = predict(net, [r["image"] for r in self.val_records], device, amp, self.mean, self.std)
+        metrics = r2_rmse(predicted, self.val_targets, self.names, prefix="val_")
+        metrics["val_loss"] = float(np.mean(((predicted - self.val_targets) / self.std) ** 2))
+        return metrics, metrics["val_r2_mean"]
+
+    def finalize(self, net, device, amp) -> dict:
+        return {"target_names": self.names, "target_mean": self.mean.tolist(), "target_std": self.std.tolist()}
+
+
+def baseline_predictions(ds, train: list[dict], test: list[dict], names: list[str]) -> np.ndarray:
+    """The domain's summary statistic of each sample, ridge-regressed on the training set."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    features = lambda records: np.stack([np.asarray(ds.domain.baseline(r["image"], r["attrs"], ds.cfg))  # noqa: E731
+                                         for r in records])
+    targets = np.stack([target_vector(r["attrs"], names) for r in train])
+    model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))
+    model.fit(features(train), targets)
+    return model.predict(features(test))
+
+
+def evaluate(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> tuple[dict, list[dict], list]:
+    from sciconv import data, plots
+    from sciconv.paths import DatasetPaths
+
+    names = checkpoint["target_names"]
+    mean, std = np.array(checkpoint["target_mean"]), np.array(checkpoint["target_std"])
+    truth = np.stack([target_vector(r["attrs"], names) for r in test])
+    predicted = predict(net, [r["image"] for r in test], device, ds.cfg["train"]["amp"], mean, std)
+    metrics = r2_rmse(predicted, truth, names)
+    paths = DatasetPaths(ds.results_dir)
+    train = data.load_records(paths.preprocessed, data.load_split(paths.split)["train"])
+    classical = baseline_predictions(ds, train, test, names)
+    baseline = r2_rmse(classical, truth, names, prefix="baseline_")
+    metrics |= {k: v for k, v in baseline.items() if k.startswith("baseline_r2")}
+    metrics["n_test"] = len(test)
+    rows = [{"id": r["id"], **{f"true_{n}": float(truth[i, j]) for j, n in enumerate(names)},
+             **{f"predicted_{n}": float(predicted[i, j]) for j, n in enumerate(names)},
+             **{f"baseline_{n}": float(classical[i, j]) for j, n in enumerate(names)}} for i, r in enumerate(test)]
+    written = [plots.predicted_vs_true(out_dir, truth, predicted, classical, names, f"{ds.name}, {len(test)} test samples")]
+    return metrics, rows, written
+
+
+def explain(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> list:
+    """HiResCAM of each target for a few test samples (rendered through the domain-neutral classifier view)."""
+    from sciconv import models
+    from sciconv.saliency import hirescam_raw, render_classification
+
+    params = ds.cfg["explain"]
+    layer = params["target_layer"] or models.cam_target_layer(net, checkpoint["model_args"]["name"])
+    written = []
+    for record in test[: params["n_samples"]]:
+        maps = {f"{name}": hirescam_raw(net, record["image"], j, layer)
+                for j, name in enumerate(checkpoint["target_names"])}
+        path = out_dir / f"{record['id']}.png"
+        render_classification(path, record["image"], None, maps,
+                              f"{ds.name} {record['id']}: HiResCAM of each predicted parameter at {layer}")
+        written.append(path)
+    return written

@@ -1,0 +1,136 @@
+"""21cm light-cones: the simulator's physics, the HDF5 files, LOS-respecting augmentation, regression."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import REPO
+
+from sciconv import io
+from sciconv.config import load_dataset, load_global, schema_defaults
+from sciconv.domains import lightcone as lc
+from sciconv.tasks.regression import r2_rmse
+
+
+def source(**overrides) -> dict:
+    return schema_defaults(lc.SCHEMAS["source"]) | {"sky_cells": 16, "n_coeval": 6} | overrides
+
+
+def test_cosmology_numbers():
+    assert lc.sigma_r(8.0 / lc.H)[0] == pytest.approx(lc.SIGMA_8, rel=1e-3)
+    # linear growth in matter domination: D proportional to 1 / (1 + z), suppressed ~0.78 today by Lambda
+    assert lc.growth_factor(9.0) / lc.growth_factor(19.0) == pytest.approx(2.0, rel=0.01)
+    # the comoving distance to z = 6 is about 8.3 Gpc for this cosmology (Planck-like)
+    assert lc.comoving_distance(6.0)[0] == pytest.approx(8400, rel=0.03)
+
+
+def test_neutral_fraction_falls_with_time_and_faster_for_larger_zeta():
+    histories = {}
+    for zeta in (15.0, 45.0):
+        _, attrs = lc.simulate_lightcone(np.random.default_rng(4), source(), {"zeta": zeta, "log10_tvir": 4.7,
+                                                                              "r_max": 15.0})
+        histories[zeta] = np.array(attrs["neutral_fraction"])  # ordered by increasing redshift
+    for history in histories.values():
+        assert np.all(np.diff(history) >= -1e-9), "x_HI must grow with redshift (fall as time goes on)"
+    assert np.all(histories[45.0] <= histories[15.0] + 1e-9) and histories[45.0].mean() < histories[15.0].mean() - 0.1
+
+
+def test_neutral_mean_density_brightness_matches_the_formula():
+    # z = 9, Planck-like: 27 mK x (0.0225 / 0.023) x sqrt(0.15 / 0.1425 x 10 / 10) = 27.1 mK
+    omega_b_h2, omega_m_h2 = lc.OMEGA_B * lc.H**2, lc.OMEGA_M * lc.H**2
+    expected = 27 * (omega_b_h2 / 0.023) * np.sqrt(0.15 / omega_m_h2 * 1.0)
+    assert lc.brightness_temperature(np.ones(1), np.zeros(1), 9.0)[0] == pytest.approx(expected, rel=1e-6)
+    assert expected == pytest.approx(27.1, abs=0.3)
+    # a light-cone that never ionises (tiny zeta): each slice's mean is the formula at its redshift
+    cone, attrs = lc.simulate_lightcone(np.random.default_rng(1), source(), {"zeta": 1e-6, "log10_tvir": 5.3,
+                                                                             "r_max": 5.0})
+    z = np.array(attrs["redshifts"])
+    formula = lc.brightness_temperature(np.ones_like(z), np.zeros_like(z), z)
+    np.testing.assert_allclose(cone.mean(axis=(0, 1)), formula, rtol=0.1)
+    assert abs(cone.mean() / formula.mean() - 1) < 0.02
+
+
+def test_density_power_spectrum_matches_its_input():
+    shape, cell = (48, 48, 48), 8.0
+    delta = lc.gaussian_density(np.random.default_rng(2), shape, cell)
+    power = np.abs(np.fft.rfftn(delta)) ** 2 * cell**3 / np.prod(shape)
+    k = lc.wavenumbers(shape, cell)
+    edges = np.geomspace(0.05, 0.35, 6)
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (k >= lo) & (k < hi)
+        measured, model = power[inside].mean(), lc.linear_power(k[inside]).mean()
+        assert measured / model == pytest.approx(1.0, abs=0.2), (lo, hi)
+
+
+def test_hdf5_round_trip_keeps_the_cone_and_its_attributes(tmp_path):
+    rows = lc.simulate(source(n_samples=2), tmp_path, seed=5)
+    assert [r["image"] for r in rows] == ["lightcone_00000.h5", "lightcone_00001.h5"]
+    image, meta = io.read(tmp_path / rows[0]["image"])
+    import h5py
+
+    with h5py.File(tmp_path / rows[0]["image"]) as f:
+        np.testing.assert_array_equal(image[0], f["lightcone"][()])
+    assert image.ndim == 4 and image.shape[1:3] == (16, 16)
+    assert len(json.loads(meta["redshifts"])) == image.shape[3]
+    assert json.loads(rows[0]["target"])["zeta"] == pytest.approx(meta["zeta"])
+    assert meta["axes"] == "x, y, line of sight" and meta["box_length_mpc"] == 160.0
+
+
+def test_augmentation_never_touches_the_line_of_sight():
+    from monai.transforms import Compose
+
+    params = schema_defaults(lc.SCHEMAS["augment"]) | {"prob": 1.0}
+    transforms = Compose(lc.augment_transforms(params, keys=("image",)))
+    transforms.set_random_state(seed=0)
+    cone = torch.from_numpy(np.random.default_rng(0).normal(size=(1, 8, 8, 20)).astype(np.float32))
+    cone[..., 5] += 10.0  # a marked slice
+    profile = cone.sum(dim=(0, 1, 2))
+    changed_sky = False
+    for _ in range(20):
+        out = torch.as_tensor(transforms({"image": cone.clone()})["image"])
+        assert out.shape == cone.shape
+        # every LOS slice keeps its content (a permutation of its pixels) and its place
+        torch.testing.assert_close(out.sum(dim=(0, 1, 2)), profile, rtol=1e-5, atol=1e-4)
+        for s in (0, 5, 19):
+            torch.testing.assert_close(torch.sort(out[..., s].flatten())[0], torch.sort(cone[..., s].flatten())[0])
+        changed_sky |= not torch.equal(out, cone)
+    assert changed_sky, "the sky transforms never did anything"
+
+
+def test_r2_and_rmse():
+    truth = np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0]])
+    perfect = r2_rmse(truth, truth, ["a", "b"])
+    assert perfect["r2_a"] == 1.0 and perfect["rmse_b"] == 0.0 and perfect["r2_mean"] == 1.0
+    mean_only = r2_rmse(np.full_like(truth, truth.mean(0)), truth, ["a", "b"])
+    assert mean_only["r2_a"] == pytest.approx(0.0) and mean_only["rmse_a"] == pytest.approx(np.sqrt(2 / 3))
+
+
+@pytest.mark.parametrize("name", ["lightcone_demo", "lightcone_cls_demo"])
+def test_shrunk_demo_trains_and_evaluates(tmp_path, monkeypatch, name):
+    from sciconv.steps import evaluate, explain, ingest, preprocess, simulate, split, train
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = yaml.safe_load((REPO / f"config/datasets/{name}.yaml").read_text())
+    cfg["source"].update(n_samples=16, sky_cells=16, n_coeval=4, n_filter_scales=4, z_min=6.5, z_max=9.0)
+    cfg["train"].update(epochs=2, batch_size=4)
+    (tmp_path / "config/datasets").mkdir(parents=True)
+    (tmp_path / f"config/datasets/{name}.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "config/config.yaml").write_text(yaml.safe_dump({"datasets": [name], "device": "cpu", "seed": 3}))
+    ds = load_dataset(name, load_global("config/config.yaml"))
+    for step in (simulate, ingest, split, preprocess):
+        step.run(ds)
+    train.run(ds, threads=1)
+    metrics = evaluate.run(ds)
+    if ds.cfg["task"] == "regression":
+        expected = {f"{p}_{t}" for p in ("r2", "rmse", "baseline_r2") for t in lc.TARGETS}
+        assert expected | {"r2_mean", "baseline_r2_mean", "n_test", "mlflow_run_id"} <= set(metrics)
+        assert (tmp_path / f"results/{name}/plots/predicted_vs_true.png").is_file()
+        checkpoint = torch.load(tmp_path / f"results/{name}/model/model.pt", weights_only=True)
+        assert checkpoint["target_names"] == lc.TARGETS and len(checkpoint["target_std"]) == 3
+    else:
+        assert {"auroc", "baseline_auroc", "n_test_positive"} <= set(metrics)
+    explain.run(ds)
+    assert list((tmp_path / f"results/{name}/saliency").glob("*.png"))
