@@ -94,7 +94,7 @@ SCHEMAS = {
 }
 
 DEFAULTS = {
-    "model": {"name": "resnet10", "width_factor": 0.25},
+    "model": {"name": "densenet", "init_features": 16, "growth_rate": 8, "block_config": [2, 4, 4]},
     "train": {"epochs": 30, "batch_size": 8, "learning_rate": 0.001},
     "explain": {"n_samples": 2, "method": "hirescam"},
     "split": {"val_fraction": 0.15, "test_fraction": 0.2},
