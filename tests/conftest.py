@@ -33,6 +33,15 @@ def shrunk_mammo_config(n_patients: int = 8, epochs: int = 2) -> dict:
     return cfg
 
 
+def shrunk_lightcone_config(n_samples: int = 16, epochs: int = 2) -> dict:
+    """config/datasets/lightcone_demo.yaml as shipped, made small."""
+    cfg = yaml.safe_load((REPO / "config/datasets/lightcone_demo.yaml").read_text())
+    cfg["source"].update(n_samples=n_samples, sky_cells=16, n_coeval=4, n_filter_scales=4, z_min=6.5, z_max=9.0)
+    cfg["train"].update(epochs=epochs, batch_size=4)
+    cfg["explain"]["n_samples"] = 1
+    return cfg
+
+
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     """A project folder with config/config.yaml and one micro CCD dataset; cwd is moved there."""

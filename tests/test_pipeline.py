@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import REPO, shrunk_mammo_config
+from conftest import REPO, shrunk_lightcone_config, shrunk_mammo_config
 
 pytestmark = pytest.mark.e2e
 
@@ -17,8 +17,10 @@ def snakemake(project, env, *args, timeout=900):
 
 def test_workflow_produces_every_output_and_logs_to_mlflow(project, tool_env):
     config = yaml.safe_load((project / "config/config.yaml").read_text())
-    (project / "config/config.yaml").write_text(yaml.safe_dump(config | {"datasets": ["ccd_micro", "mammo_micro"]}))
+    datasets = ["ccd_micro", "mammo_micro", "lightcone_micro"]
+    (project / "config/config.yaml").write_text(yaml.safe_dump(config | {"datasets": datasets}))
     (project / "config/datasets/mammo_micro.yaml").write_text(yaml.safe_dump(shrunk_mammo_config()))
+    (project / "config/datasets/lightcone_micro.yaml").write_text(yaml.safe_dump(shrunk_lightcone_config()))
     run = snakemake(project, tool_env, "--cores", "2")
     assert run.returncode == 0, run.stderr[-4000:]
     root = project / "results/ccd_micro"
@@ -76,6 +78,13 @@ def test_workflow_produces_every_output_and_logs_to_mlflow(project, tool_env):
     assert [v.run_id for v in versions] == [metrics["mlflow_run_id"]]
     net = mlflow.pytorch.load_model("models:/sciconv-mammo_micro/1")
     assert tuple(net(torch.zeros(2, 1, 64, 48)).shape) == (2, 2)
+
+    # the light-cone regressor: HDF5 in, R² per parameter beside the power-spectrum baseline
+    metrics = json.loads((project / "results/lightcone_micro/metrics.json").read_text())
+    assert {"r2_zeta", "r2_log10_tvir", "r2_r_max", "r2_mean", "baseline_r2_mean", "n_test"} <= set(metrics)
+    plots = {a.path.split("/")[-1] for a in client.list_artifacts(metrics["mlflow_run_id"], "plots")}
+    assert "predicted_vs_true.png" in plots
+    assert "| lightcone_micro | lightcone | regression | densenet | r2_mean |" in (project / "results/summary.md").read_text()
 
     again = snakemake(project, tool_env, "--cores", "2", "--dry-run")
     assert "Nothing to be done" in again.stdout + again.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import torch
 
@@ -26,6 +27,8 @@ def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None
     plots_dir = paths.root / "plots"
     metrics, rows, written = task_module(ds.cfg["task"]).evaluate(ds, net, checkpoint, test, dev, plots_dir)
     written.append(training_curves(plots_dir, checkpoint["history"], f"{ds.name}: training"))
+    # undefined values (no lesion masks, one class in the test set) are null: NaN is not JSON
+    metrics = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
     metrics["mlflow_run_id"] = checkpoint["mlflow_run_id"]
     atomic_write_json(paths.metrics, metrics)
     atomic_write_json(paths.root / "per_sample_metrics.json", rows)
