@@ -131,3 +131,22 @@ def predicted_vs_true(out_dir: Path, truth: np.ndarray, predicted: np.ndarray, b
         ax.legend(fontsize=7)
     fig.suptitle(f"predicted vs true: {title}")
     return _save(fig, out_dir / "predicted_vs_true.png")
+
+
+def augmented_samples(out_dir: Path, images: np.ndarray, title: str, per_row: int = 4) -> Path:
+    """A grid of training inputs after augmentation (first channel; the middle slice of 3D inputs)."""
+    n = min(len(images), 2 * per_row)
+    rows = (n + per_row - 1) // per_row
+    fig, axes = plt.subplots(rows, per_row, figsize=(2.6 * per_row, 2.6 * rows), squeeze=False,
+                             constrained_layout=True)
+    for i, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if i >= n:
+            continue
+        plane = images[i, 0]
+        while plane.ndim > 2:
+            plane = plane[plane.shape[0] // 2]
+        ax.imshow(plane, cmap="gray")
+        ax.set_title(f"sample {i}" + (" (middle slice)" if images.ndim > 4 else ""), fontsize=8)
+    fig.suptitle(f"what the network saw: augmented training inputs, {title}")
+    return _save(fig, out_dir / "augmented_samples.png")

@@ -134,3 +134,27 @@ def test_shrunk_demo_trains_and_evaluates(tmp_path, monkeypatch, name):
         assert {"auroc", "baseline_auroc", "n_test_positive"} <= set(metrics)
     explain.run(ds)
     assert list((tmp_path / f"results/{name}/saliency").glob("*.png"))
+
+
+def test_a_21cmfast_light_cone_goes_through_ingest(tmp_path, monkeypatch):
+    """The field's own simulator as the generator: same HDF5 layout, read by the same ingest."""
+    pytest.importorskip("py21cmfast", reason="the cosmo extra (21cmFAST) is not installed")
+    from sciconv.steps import ingest, simulate
+    from sciconv.store import StoreReader
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = yaml.safe_load((REPO / "config/datasets/lightcone_21cmfast_demo.yaml").read_text())
+    cfg["source"].update(n_samples=1, sky_cells=16, cell_mpc=10.0, z_min=7.0, z_max=8.5)
+    (tmp_path / "config/datasets").mkdir(parents=True)
+    (tmp_path / "config/datasets/c.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "config/config.yaml").write_text(yaml.safe_dump({"datasets": ["c"], "device": "cpu", "seed": 2}))
+    ds = load_dataset("c", load_global("config/config.yaml"))
+    simulate.run(ds)
+    ingest.run(ds)
+    with StoreReader(tmp_path / "results/c/ingested.h5") as store:
+        sample = store.sample(store.ids[0])
+    assert sample.image.shape[:3] == (1, 16, 16) and sample.image.shape[3] > 10
+    assert np.isfinite(sample.image).all() and sample.image.max() > 0
+    assert sample.attrs["meta"]["generator"].startswith("21cmfast")
+    assert json.loads(sample.attrs["target"])["zeta"] == pytest.approx(sample.attrs["meta"]["zeta"])

@@ -89,6 +89,12 @@ def test_workflow_produces_every_output_and_logs_to_mlflow(project, tool_env):
     again = snakemake(project, tool_env, "--cores", "2", "--dry-run")
     assert "Nothing to be done" in again.stdout + again.stderr
 
+    # Snakemake's own report: the outputs marked with report(), plots and saliency included
+    report = snakemake(project, tool_env, "--report", "results/report.html")
+    assert report.returncode == 0, report.stderr[-3000:]
+    page = (project / "results/report.html").read_text(errors="replace")
+    assert "roc.png" in page and "metrics.json" in page and "predicted_vs_true.png" in page
+
 
 def test_bad_config_stops_before_any_job(project, tool_env):
     path = project / "config/datasets/ccd_micro.yaml"

@@ -48,7 +48,9 @@ SCHEMAS = {
         "type": "object", "additionalProperties": False,
         "properties": {
             "kind": {"type": "string", "enum": ["simulate"]},
-            "generator": {"type": "string", "enum": ["builtin"], "default": "builtin"},
+            "generator": {"type": "string", "enum": ["builtin", "21cmfast"], "default": "builtin",
+                          "description": "builtin: the numpy simulator here; 21cmfast: py21cmfast 4.x "
+                                         "(pip install 'sciconv[cosmo]'), same priors and HDF5 layout"},
             "n_samples": {"type": "integer", "minimum": 3, "default": 120},
             "sky_cells": {"type": "integer", "minimum": 8, "default": 32},
             "cell_mpc": {**_pos, "default": 10.0, "description": "comoving cell size"},
@@ -282,6 +284,47 @@ def write_lightcone(path: Path, cone: np.ndarray, attrs: dict) -> None:
     tmp.replace(path)
 
 
+def simulate_21cmfast(seed: int, src: dict, params: dict, cache_dir: Path) -> tuple[np.ndarray, dict]:
+    """The same light-cone from 21cmFAST 4.x (constant-zeta source model), converted to this module's layout.
+
+    Same cosmology, box, cells, redshift range and parameters as the built-in generator, so the
+    two can be compared one to one (benchmarks/lightcone_fidelity.py).
+    """
+    try:
+        import py21cmfast as p21c
+    except ImportError as err:
+        raise RuntimeError("source.generator 21cmfast needs py21cmfast: pip install 'sciconv[cosmo]' "
+                           "(it builds against FFTW and GSL: apt install libfftw3-dev libgsl-dev)") from err
+    inputs = p21c.InputParameters.from_template(
+        ["const-zeta", "tiny"], random_seed=int(seed), HII_DIM=src["sky_cells"],
+        BOX_LEN=src["sky_cells"] * src["cell_mpc"], N_THREADS=2, HII_EFF_FACTOR=params["zeta"],
+        ION_Tvir_MIN=params["log10_tvir"], R_BUBBLE_MAX=params["r_max"], SIGMA_8=SIGMA_8, hlittle=H, OMm=OMEGA_M,
+        OMb=OMEGA_B, POWER_INDEX=N_S,
+    ).with_logspaced_redshifts(zmin=max(src["z_min"] - 0.3, 5.0), zmax=src["z_max"] + 1.0, zstep_factor=1.1)
+    lightconer = p21c.RectilinearLightconer.between_redshifts(
+        min_redshift=src["z_min"], max_redshift=src["z_max"], resolution=inputs.simulation_options.cell_size,
+        quantities=["brightness_temp", "neutral_fraction"])
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cone_obj = p21c.run_lightcone(lightconer=lightconer, inputs=inputs, cache=p21c.OutputCache(cache_dir), write=False)
+    cone = np.asarray(cone_obj.lightcones["brightness_temp"], dtype=np.float32)
+    if src["noise_mk"] > 0:
+        cone = cone + np.random.default_rng(seed).normal(0, src["noise_mk"], cone.shape).astype(np.float32)
+    if src["remove_slice_mean"]:
+        cone = cone - cone.mean(axis=(0, 1), keepdims=True)
+    nodes = np.asarray(cone_obj.node_redshifts, dtype=float)
+    neutral = cone_obj.lightcones["neutral_fraction"].mean(axis=(0, 1))
+    slice_z = np.asarray(cone_obj.lightcone_redshifts, dtype=float)
+    order = np.argsort(slice_z)
+    attrs = {"redshifts": slice_z.tolist(), "box_length_mpc": src["sky_cells"] * src["cell_mpc"],
+             "cell_mpc": src["cell_mpc"], "generator": f"21cmfast {p21c.__version__}",
+             "cosmology": {"h": H, "omega_m": OMEGA_M, "omega_b": OMEGA_B, "sigma_8": SIGMA_8, "n_s": N_S},
+             "coeval_redshifts": sorted(nodes.tolist()),
+             "neutral_fraction": np.interp(sorted(nodes), slice_z[order], neutral[order]).tolist(),
+             "neutral_fraction_at_split": float(np.interp(src["split_redshift"], slice_z[order], neutral[order])),
+             **params}
+    return cone, attrs
+
+
 def simulate(src: dict, out_dir, seed: int, progress=None) -> list[dict]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -290,7 +333,10 @@ def simulate(src: dict, out_dir, seed: int, progress=None) -> list[dict]:
     for i in range(src["n_samples"]):
         params = {"zeta": float(rng.uniform(*src["zeta"])), "log10_tvir": float(rng.uniform(*src["log10_tvir"])),
                   "r_max": float(rng.uniform(*src["r_max"]))}
-        cone, attrs = simulate_lightcone(rng, src, params)
+        if src["generator"] == "21cmfast":
+            cone, attrs = simulate_21cmfast(int(rng.integers(2**31)), src, params, out_dir / ".21cmfast-cache")
+        else:
+            cone, attrs = simulate_lightcone(rng, src, params)
         name = f"lightcone_{i:05d}.h5"
         write_lightcone(out_dir / name, cone, attrs)
         early = int(attrs["neutral_fraction_at_split"] < src["early_if_neutral_below"])

@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from sciconv import __version__, data, models
+from sciconv import __version__, data, models, plots
 from sciconv.config import ConfigError, DatasetConfig, flatten
 from sciconv.inference import autocast, load_checkpoint
 from sciconv.paths import DatasetPaths
@@ -144,6 +144,7 @@ def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None
         tracker.log_dict(cfg, "config/resolved_config.json")
         tracker.log_artifact(paths.split, "split")
 
+    seen_example = None
     frozen_epochs = train_cfg["freeze_encoder_epochs"] if cfg["init_from"] else 0
     if frozen_epochs and models.is_segmenter(args["name"]):
         raise ConfigError(f"{ds.path}: key train.freeze_encoder_epochs: freezing applies to image-level networks")
@@ -159,6 +160,8 @@ def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None
         losses, n_seen = [], 0
         for batch in loader:
             inputs, targets = task.inputs_targets(batch, dev)
+            if seen_example is None:  # the first augmented batch, for the "what it saw" grid
+                seen_example = inputs[:8].detach().float().cpu().numpy()
             with autocast(dev, amp):
                 loss = task.loss(net(inputs), targets)
             optimizer.zero_grad(set_to_none=True)
@@ -205,6 +208,8 @@ def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None
     tracker.log_metrics({f"final_{k}": v for k, v in extras.items() if isinstance(v, float)}, step=epochs)
     tracker.log_model(net.cpu().eval(), example, len(class_names), spatial_free=models.is_segmenter(args["name"]))
     tracker.log_artifact(paths.model, "checkpoint")
+    if seen_example is not None:
+        tracker.log_artifact(plots.augmented_samples(paths.model_dir, seen_example, ds.name), "plots")
     version = register_model(run_id, f"sciconv-{ds.name}", tracker.uri)
     log.info("best %s %.4f; model written to %s (MLflow run %s, registered as sciconv-%s version %s)",
              task.selection_metric, best, paths.model, run_id, ds.name, version)

@@ -31,7 +31,10 @@ rule evaluate:
         preprocessed=f"{RESULTS}/{{dataset}}/preprocessed.h5",
         split=f"{RESULTS}/{{dataset}}/split.json",
     output:
-        f"{RESULTS}/{{dataset}}/metrics.json",
+        metrics=report(f"{RESULTS}/{{dataset}}/metrics.json", caption="../report/metrics.rst",
+                       category="{dataset}", subcategory="metrics"),
+        plots=report(directory(f"{RESULTS}/{{dataset}}/plots"), patterns=["{name}.png"],
+                     caption="../report/plots.rst", category="{dataset}", subcategory="plots"),
     params:
         global_config=GLOBAL_CONFIG,
     log:
@@ -54,7 +57,8 @@ rule explain:
         # after evaluate: both write to the same MLflow run, one at a time
         metrics=f"{RESULTS}/{{dataset}}/metrics.json",
     output:
-        directory(f"{RESULTS}/{{dataset}}/saliency"),
+        report(directory(f"{RESULTS}/{{dataset}}/saliency"), patterns=["{name}.png"],
+               caption="../report/saliency.rst", category="{dataset}", subcategory="saliency"),
     params:
         global_config=GLOBAL_CONFIG,
     log:

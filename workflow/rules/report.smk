@@ -7,7 +7,7 @@ rule summary:
         saliency=expand(f"{RESULTS}/{{dataset}}/saliency", dataset=list(DATASETS)),
     output:
         md=f"{RESULTS}/summary.md",
-        html=f"{RESULTS}/summary.html",
+        html=report(f"{RESULTS}/summary.html", caption="../report/summary.rst", category="summary"),
     params:
         global_config=GLOBAL_CONFIG,
     log:
