@@ -145,7 +145,7 @@ def test_a_21cmfast_light_cone_goes_through_ingest(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     cfg = yaml.safe_load((REPO / "config/datasets/lightcone_21cmfast_demo.yaml").read_text())
-    cfg["source"].update(n_samples=1, sky_cells=16, cell_mpc=10.0, z_min=7.0, z_max=8.5)
+    cfg["source"].update(n_samples=3, sky_cells=16, cell_mpc=10.0, z_min=7.0, z_max=8.5)
     (tmp_path / "config/datasets").mkdir(parents=True)
     (tmp_path / "config/datasets/c.yaml").write_text(yaml.safe_dump(cfg))
     (tmp_path / "config/config.yaml").write_text(yaml.safe_dump({"datasets": ["c"], "device": "cpu", "seed": 2}))
@@ -158,3 +158,11 @@ def test_a_21cmfast_light_cone_goes_through_ingest(tmp_path, monkeypatch):
     assert np.isfinite(sample.image).all() and sample.image.max() > 0
     assert sample.attrs["meta"]["generator"].startswith("21cmfast")
     assert json.loads(sample.attrs["target"])["zeta"] == pytest.approx(sample.attrs["meta"]["zeta"])
+
+
+def test_sheth_tormen_normalisation():
+    # all mass is in halos of some mass: both collapsed fractions are 1 at nu -> 0
+    assert lc.sheth_tormen_boost(1e-6) == pytest.approx(1.0, abs=0.01)
+    # rare peaks are more abundant under Sheth-Tormen, increasingly so
+    boosts = [lc.sheth_tormen_boost(nu) for nu in (2.0, 3.0, 4.0)]
+    assert 1.0 < boosts[0] < boosts[1] < boosts[2]

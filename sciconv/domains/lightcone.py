@@ -15,6 +15,8 @@ Simulator, in order (numbers and sources; see also shared/science.md):
     f_coll = erfc((delta_c - delta_R) / sqrt(2 (sigma_min^2 - sigma_R^2))) (extended
     Press-Schechter), partially ionised with x_HII = zeta f_coll at the cell scale otherwise.
     sigma_min belongs to the minimum halo mass of virial temperature T_vir (Barkana & Loeb 2001).
+    As in 21cmFAST, f_coll is normalised to the Sheth-Tormen mass function's global collapsed
+    fraction (sheth_tormen_boost); without it reionization ran up to 8x later than 21cmFAST's.
   - dTb = 27 x_HI (1 + delta) (Omega_b h^2 / 0.023) sqrt((0.15 / (Omega_m h^2)) (1 + z) / 10) mK,
     the spin-temperature-saturated limit.
   - Light-cone: coeval boxes at a ladder of redshifts, each line-of-sight slice taken at its
@@ -186,6 +188,26 @@ def minimum_halo_mass(t_vir: float, z: float, mu: float = 0.6) -> float:
     return 1e8 / H * (t_vir / 1.98e4) ** 1.5 * (mu / 0.6) ** -1.5 * ((1 + z) / 10) ** -1.5
 
 
+def sheth_tormen_boost(nu_min: float) -> float:
+    """F_ST(> M_min) / F_PS(> M_min): the collapsed fraction of the Sheth-Tormen mass function over
+    Press-Schechter's, at peak height nu = delta_c / sigma(M_min).
+
+    21cmFAST normalises the conditional (extended Press-Schechter) collapsed fraction to the
+    unconditional mass function it is given, Sheth-Tormen by default; rare halos (high nu,
+    high T_vir, high z) are several times more abundant under Sheth-Tormen.
+    f_ST(nu) = A sqrt(2a/pi) (1 + (a nu^2)^-p) exp(-a nu^2 / 2), A 0.3222, a 0.707, p 0.3
+    (Sheth & Tormen 1999), integrated over d nu from nu_min (F = int f d nu).
+    """
+    a, p, amplitude = 0.707, 0.3, 0.3222
+
+    def f_st(nu):
+        return amplitude * np.sqrt(2 * a / np.pi) * (1 + (a * nu**2) ** -p) * np.exp(-a * nu**2 / 2)
+
+    # quad copes with the integrable nu^(-2p) rise at small nu that a fixed grid misses
+    collapsed = integrate.quad(f_st, nu_min, np.inf, limit=200)[0]
+    return float(collapsed / max(special.erfc(nu_min / np.sqrt(2)), 1e-300))
+
+
 def lagrangian_radius(mass_msun: float) -> float:
     return (3 * mass_msun / (4 * np.pi * RHO_CRIT_H2 * H**2 * OMEGA_M)) ** (1 / 3)
 
@@ -220,13 +242,14 @@ def ionised_fraction(smoothed: list[tuple[float, np.ndarray]], growth: float, ze
                      z: float) -> np.ndarray:
     """x_HII of one coeval box (excursion set over the smoothed fields, largest scale first)."""
     sigma_min = sigma_r(lagrangian_radius(minimum_halo_mass(t_vir, z)))[0] * growth
+    efficiency = zeta * sheth_tormen_boost(DELTA_C / sigma_min)  # normalised to the Sheth-Tormen mass function
     ionised = np.zeros(smoothed[0][1].shape, dtype=bool)
     x_cell = None
     for radius, delta_r in smoothed:
         spread = np.sqrt(2 * max(sigma_min**2 - (sigma_r(radius)[0] * growth) ** 2, 1e-8))
         f_coll = special.erfc(np.clip(DELTA_C - delta_r * growth, 0, None) / spread)
-        ionised |= zeta * f_coll >= 1
-        x_cell = np.clip(zeta * f_coll, 0, 1)
+        ionised |= efficiency * f_coll >= 1
+        x_cell = np.clip(efficiency * f_coll, 0, 1)
     return np.where(ionised, 1.0, x_cell)
 
 
@@ -251,7 +274,9 @@ def simulate_lightcone(rng: np.random.Generator, src: dict, params: dict) -> tup
     for z in coeval_z:
         growth = float(growth_factor(z))
         x_hii = ionised_fraction(smoothed, growth, params["zeta"], 10 ** params["log10_tvir"], z)
-        delta = np.clip(delta0 * growth, -0.99, None)
+        # the density a cell holds is its average over the cell (the cell-sized top-hat), as on a
+        # grid averaged down from a finer one; the raw field would carry power up to Nyquist
+        delta = np.clip(smoothed[-1][1] * growth, -0.99, None)
         boxes.append(brightness_temperature(1 - x_hii, delta, z))
         history.append(float(1 - x_hii.mean()))
     boxes = np.stack(boxes)  # (coeval, x, y, los)
