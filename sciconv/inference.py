@@ -49,14 +49,19 @@ def segment(net, image: np.ndarray, patch_size, device, amp: bool = True) -> np.
 
 
 @torch.no_grad()
-def predict_probabilities(net: torch.nn.Module, images: list[np.ndarray], device: torch.device, amp: bool = True,
-                          batch_size: int = 16) -> np.ndarray:
-    """Softmax class probabilities (N, K) of whole images, in batches."""
+def batched_outputs(net: torch.nn.Module, images: list[np.ndarray], device: torch.device, amp: bool = True,
+                    batch_size: int = 16) -> torch.Tensor:
+    """Raw outputs (N, K) of an image-level network over whole images, in batches, on the CPU in fp32."""
     net.eval()
     out = []
     for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(np.stack(images[start:start + batch_size])).float().to(device)
         with autocast(device, amp):
-            logits = net(batch)
-        out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0))
+            out.append(net(batch).float().cpu())
+    return torch.cat(out) if out else torch.zeros((0, 0))
+
+
+def predict_probabilities(net: torch.nn.Module, images: list[np.ndarray], device: torch.device, amp: bool = True,
+                          batch_size: int = 16) -> np.ndarray:
+    """Softmax class probabilities (N, K) of whole images."""
+    return torch.softmax(batched_outputs(net, images, device, amp, batch_size), dim=1).numpy()

@@ -15,7 +15,7 @@ import json
 import numpy as np
 import torch
 
-from sciconv.inference import autocast
+from sciconv.inference import batched_outputs
 
 
 def target_vector(attrs: dict, names: list[str]) -> np.ndarray:
@@ -44,18 +44,12 @@ def r2_rmse(predicted: np.ndarray, truth: np.ndarray, names: list[str], prefix: 
     return out
 
 
-@torch.no_grad()
 def predict(net, images: list[np.ndarray], device, amp: bool, mean: np.ndarray, std: np.ndarray,
             batch_size: int = 8) -> np.ndarray:
     """Network outputs back in physical units."""
-    net.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(np.stack(images[start:start + batch_size])).float().to(device)
-        with autocast(device, amp):
-            out.append(net(batch).float().cpu().numpy())
-    standardised = np.concatenate(out) if out else np.zeros((0, len(mean)))
-    return standardised * std + mean
+    if not images:
+        return np.zeros((0, len(mean)))
+    return batched_outputs(net, images, device, amp, batch_size).numpy() * std + mean
 
 
 class Regression:
