@@ -324,7 +324,7 @@ def simulate_21cmfast(seed: int, src: dict, params: dict, cache_dir: Path) -> tu
         ["const-zeta", "tiny"], random_seed=int(seed), HII_DIM=src["sky_cells"],
         BOX_LEN=src["sky_cells"] * src["cell_mpc"], N_THREADS=2, HII_EFF_FACTOR=params["zeta"],
         ION_Tvir_MIN=params["log10_tvir"], R_BUBBLE_MAX=params["r_max"], SIGMA_8=SIGMA_8, hlittle=H, OMm=OMEGA_M,
-        OMb=OMEGA_B, POWER_INDEX=N_S,
+        OMb=OMEGA_B, POWER_INDEX=N_S, HII_FILTER="spherical-tophat",
     ).with_logspaced_redshifts(zmin=max(src["z_min"] - 0.3, 5.0), zmax=src["z_max"] + 1.0, zstep_factor=1.1)
     lightconer = p21c.RectilinearLightconer.between_redshifts(
         min_redshift=src["z_min"], max_redshift=src["z_max"], resolution=inputs.simulation_options.cell_size,
