@@ -166,3 +166,24 @@ def classification_train_loader(records: list[dict], n_classes: int, train_cfg: 
     loader = DataLoader(dataset, batch_size=train_cfg["batch_size"], shuffle=sampler is None, sampler=sampler,
                         num_workers=num_workers, drop_last=len(records) > train_cfg["batch_size"])
     return loader, dataset.transform
+
+
+def dataset_statistics(sets: dict[str, list[dict]], class_names: list[str], task: str) -> dict:
+    """Per set: sample count, counts per class (labels, or mask pixels for segmentation) and an intensity summary."""
+    out = {}
+    for name, records in sets.items():
+        if not records:
+            out[name] = {"n": 0}
+            continue
+        values = np.concatenate([r["image"].ravel()[:: max(1, r["image"].size // 20000)] for r in records])
+        entry = {"n": len(records), "image_shape": list(records[0]["image"].shape),
+                 "intensity": {"mean": float(values.mean()), "std": float(values.std()),
+                               **{f"p{q}": float(np.percentile(values, q)) for q in (1, 50, 99)}}}
+        if task == "classification":
+            counts = class_counts([int(r["label"]) for r in records], len(class_names))
+            entry["per_class"] = dict(zip(class_names, counts.tolist()))
+        elif task == "segmentation":
+            pixels = sum(np.bincount(r["mask"].ravel(), minlength=len(class_names))[: len(class_names)] for r in records)
+            entry["pixels_per_class"] = dict(zip(class_names, np.asarray(pixels).tolist()))
+        out[name] = entry
+    return out

@@ -52,7 +52,7 @@ def test_workflow_produces_every_output_and_logs_to_mlflow(project, tool_env):
     assert len(client.get_metric_history(run_info.info.run_id, "train_loss")) == 2  # one point per epoch
     assert run_info.data.metrics["test_dice_mean"] == pytest.approx(metrics["dice_mean"])
     artifacts = {a.path for a in client.list_artifacts(run_info.info.run_id)}
-    assert {"saliency", "evaluation", "config", "split", "checkpoint"} <= artifacts
+    assert {"saliency", "evaluation", "config", "split", "checkpoint", "data", "plots"} <= artifacts
     assert len(client.list_artifacts(run_info.info.run_id, "saliency")) == 2
     # The logged model is a working network on whole frames (64x64), not only on training patches.
     import numpy as np
