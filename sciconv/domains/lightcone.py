@@ -14,9 +14,12 @@ Simulator, in order (numbers and sources; see also shared/science.md):
     is ionised when zeta f_coll(R) >= 1 at any top-hat scale R from R_max down to the cell,
     f_coll = erfc((delta_c - delta_R) / sqrt(2 (sigma_min^2 - sigma_R^2))) (extended
     Press-Schechter), partially ionised with x_HII = zeta f_coll at the cell scale otherwise.
-    sigma_min belongs to the minimum halo mass of virial temperature T_vir (Barkana & Loeb 2001).
+    sigma_min belongs to the minimum halo mass of virial temperature T_vir (Barkana & Loeb 2001,
+    in 21cmFAST's form).
     As in 21cmFAST, f_coll is normalised to the Sheth-Tormen mass function's global collapsed
     fraction (sheth_tormen_boost); without it reionization ran up to 8x later than 21cmFAST's.
+    Compared with 21cmFAST in docs/science.md: x_HI within a factor 1.6; power near the grid's
+    Nyquist wavenumber is higher here (no finer grid averaged down).
   - dTb = 27 x_HI (1 + delta) (Omega_b h^2 / 0.023) sqrt((0.15 / (Omega_m h^2)) (1 + z) / 10) mK,
     the spin-temperature-saturated limit.
   - Light-cone: coeval boxes at a ladder of redshifts, each line-of-sight slice taken at its
@@ -183,9 +186,19 @@ def linear_power(k) -> np.ndarray:
     return power_amplitude() * _unnormalised_power(k)
 
 
-def minimum_halo_mass(t_vir: float, z: float, mu: float = 0.6) -> float:
-    """Msun: M = 1e8 Msun/h (T_vir / 1.98e4 K)^1.5 (mu / 0.6)^-1.5 ((1 + z) / 10)^-1.5 (Barkana & Loeb 2001)."""
-    return 1e8 / H * (t_vir / 1.98e4) ** 1.5 * (mu / 0.6) ** -1.5 * ((1 + z) / 10) ** -1.5
+def minimum_halo_mass(t_vir: float, z: float) -> float:
+    """Msun of a halo with virial temperature T_vir at z (Barkana & Loeb 2001), in the form 21cmFAST uses.
+
+    M = 7030.97 / h sqrt(Omega_m(z) / (Omega_m Delta_c(z))) (T_vir / (mu (1 + z)))^1.5, with
+    Delta_c = 18 pi^2 + 82 d - 39 d^2, d = Omega_m(z) - 1 (Bryan & Norman 1998), and mean
+    molecular weight mu 0.6 for ionised gas (T_vir >= 1e4 K) or 1.22 for neutral gas
+    (21cmFAST src/cosmology.c TtoM and src/hmf.c).
+    """
+    omega_z = OMEGA_M * (1 + z) ** 3 / (OMEGA_M * (1 + z) ** 3 + 1 - OMEGA_M)
+    d = omega_z - 1
+    delta_c = 18 * np.pi**2 + 82 * d - 39 * d**2
+    mu = 0.6 if t_vir >= 1e4 else 1.22
+    return 7030.97 / H * np.sqrt(omega_z / (OMEGA_M * delta_c)) * (t_vir / (mu * (1 + z))) ** 1.5
 
 
 def sheth_tormen_boost(nu_min: float) -> float:
@@ -325,6 +338,8 @@ def simulate_21cmfast(seed: int, src: dict, params: dict, cache_dir: Path) -> tu
         BOX_LEN=src["sky_cells"] * src["cell_mpc"], N_THREADS=2, HII_EFF_FACTOR=params["zeta"],
         ION_Tvir_MIN=params["log10_tvir"], R_BUBBLE_MAX=params["r_max"], SIGMA_8=SIGMA_8, hlittle=H, OMm=OMEGA_M,
         OMb=OMEGA_B, POWER_INDEX=N_S, HII_FILTER="spherical-tophat",
+        # without this 21cmFAST takes its minimum mass from M_TURN and ignores ION_Tvir_MIN
+        M_MIN_in_Mass=False,
     ).with_logspaced_redshifts(zmin=max(src["z_min"] - 0.3, 5.0), zmax=src["z_max"] + 1.0, zstep_factor=1.1)
     lightconer = p21c.RectilinearLightconer.between_redshifts(
         min_redshift=src["z_min"], max_redshift=src["z_max"], resolution=inputs.simulation_options.cell_size,
