@@ -130,6 +130,14 @@ def test_shrunk_demo_trains_and_evaluates(tmp_path, monkeypatch, name):
         assert (tmp_path / f"results/{name}/plots/predicted_vs_true.png").is_file()
         checkpoint = torch.load(tmp_path / f"results/{name}/model/model.pt", weights_only=True)
         assert checkpoint["target_names"] == lc.TARGETS and len(checkpoint["target_std"]) == 3
+        from sciconv.steps import predict
+
+        files = sorted(str(p) for p in (tmp_path / f"results/{name}/raw").glob("*.h5"))[:3]
+        table = predict.run(str(tmp_path / f"results/{name}/model"), files, str(tmp_path / "pred"), device="cpu")
+        lines = table.read_text().splitlines()
+        assert lines[0] == "file,zeta,log10_tvir,r_max" and len(lines) == 4
+        zeta = [float(line.split(",")[1]) for line in lines[1:]]
+        assert all(0 < z < 200 for z in zeta)  # physical units (the prior is 10-60), not standardised
     else:
         assert {"auroc", "baseline_auroc", "n_test_positive"} <= set(metrics)
     explain.run(ds)

@@ -2,7 +2,8 @@
 
 Segmentation masks are written in the input's own format where it has one (FITS keeps the
 source header, NIfTI the source affine), else as .npy; a CSV lists every file with the pixel
-count of each class.
+count of each class. Classifiers write class probabilities, the threshold and the decision;
+regressors the predicted targets in physical units.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sciconv import io as readers
 from sciconv import tracking
 from sciconv.domains import get_domain
 from sciconv.inference import load_model, predict_probabilities, segment
+from sciconv.tasks.regression import predict as predict_targets
 from sciconv.runtime import atomic_write_text, log, pick_device
 
 
@@ -71,8 +73,8 @@ def run(model: str, inputs: list[str], out: str, device: str = "auto", tracking_
     dev = pick_device(device)
     net, checkpoint = load_model(checkpoint_path, dev)
     cfg = checkpoint["config"]
-    if cfg["task"] not in ("segmentation", "classification"):
-        raise PredictError(f"{model}: task {cfg['task']!r} has no prediction writer yet")
+    if cfg["task"] not in ("segmentation", "classification", "regression"):
+        raise PredictError(f"{model}: task {cfg['task']!r} has no prediction writer")
     domain = get_domain(cfg["domain"])
     class_names = checkpoint["class_names"]
     out_dir = Path(out)
@@ -81,6 +83,8 @@ def run(model: str, inputs: list[str], out: str, device: str = "auto", tracking_
     writer = csv.writer(table)
     if cfg["task"] == "segmentation":
         writer.writerow(["file", "mask", *[f"pixels_{c}" for c in class_names]])
+    elif cfg["task"] == "regression":
+        writer.writerow(["file", *checkpoint["target_names"]])
     else:
         writer.writerow(["file", *[f"p_{c}" for c in class_names], "threshold", "prediction"])
     for source in expand_inputs(inputs):
@@ -89,6 +93,11 @@ def run(model: str, inputs: list[str], out: str, device: str = "auto", tracking_
         except readers.ReadError as err:
             raise PredictError(str(err)) from err
         prepared, _, _ = domain.preprocess(image, meta, cfg["preprocess"])
+        if cfg["task"] == "regression":  # in physical units, through the scaler saved with the model
+            values = predict_targets(net, [prepared], dev, cfg["train"]["amp"], np.array(checkpoint["target_mean"]),
+                                     np.array(checkpoint["target_std"]))[0]
+            writer.writerow([str(source), *[f"{v:.6g}" for v in values]])
+            continue
         if cfg["task"] == "classification":
             probabilities = predict_probabilities(net, [prepared], dev, cfg["train"]["amp"])[0]
             threshold = checkpoint.get("threshold")
