@@ -223,3 +223,27 @@ def test_training_runs_with_each_imbalance_strategy(tmp_path, monkeypatch, strat
         # frozen: every encoder weight is the source model's; the head moved
         assert all(torch.equal(source_state[k], tuned[k]) for k in encoder)
         assert not torch.equal(source_state["class_layers.out.weight"], tuned["class_layers.out.weight"])
+
+
+def test_own_dicom_folders_are_grouped_by_patient_id(tmp_path, monkeypatch):
+    """A user's folder per class of DICOM files, no manifest: PatientID becomes the split group."""
+    from sciconv.steps import ingest
+    from sciconv.store import StoreReader
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    for label in ("normal", "lesion"):
+        (tmp_path / "dicoms" / label).mkdir(parents=True)
+        for patient in ("A", "B"):
+            image = rng.uniform(0.5, 3.0, (32, 24))
+            mg.write_dicom(tmp_path / "dicoms" / label / f"{patient}.dcm", image,
+                           META | {"patient_id": f"{patient}{label}", "rescale": (1.0, 0.0), "monochrome1": False})
+    (tmp_path / "config/datasets").mkdir(parents=True)
+    (tmp_path / "config/datasets/own.yaml").write_text(yaml.safe_dump({
+        "domain": "mammography", "task": "classification",
+        "source": {"kind": "files", "layout": "folders", "path": "../../dicoms", "format": "dicom"}}))
+    (tmp_path / "config/config.yaml").write_text(yaml.safe_dump({"datasets": ["own"], "device": "cpu"}))
+    ingest.run(load_dataset("own", load_global("config/config.yaml")))
+    with StoreReader(tmp_path / "results/own/ingested.h5") as store:
+        groups = {store.sample_attrs(i)["group"]: store.sample_attrs(i)["label"] for i in store.ids}
+    assert groups == {"Anormal": 0, "Bnormal": 0, "Alesion": 1, "Blesion": 1}

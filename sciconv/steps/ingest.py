@@ -155,6 +155,9 @@ def run(ds: DatasetConfig) -> None:
             for key in ("group", "target"):
                 if row.get(key) not in (None, ""):
                     attrs[key] = row[key]
+            if "group" not in attrs and meta.get("PatientID"):
+                # DICOM without a group column: one patient's images stay in one set
+                attrs["group"] = str(meta["PatientID"])
             if label is not None:
                 attrs["label"] = label
             store.add(Sample(sample_id, image, mask, attrs))
