@@ -120,6 +120,23 @@ class Tracker:
         else:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    def log_dataset(self, name: str, source: Path, split: dict, profile: dict) -> None:
+        """The training data as an MLflow dataset input (the Datasets column of the UI).
+
+        The digest is over the split's sample ids, so two runs on the same samples show the same
+        dataset; the profile carries the per-set statistics.
+        """
+        import hashlib
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        ids = json.dumps({k: split[k] for k in ("train", "val", "test") if k in split}, sort_keys=True)
+        dataset = Dataset(name=name, digest=hashlib.sha256(ids.encode()).hexdigest()[:16], source_type="local",
+                          source=json.dumps({"uri": Path(source).resolve().as_uri()}),
+                          profile=json.dumps(profile, default=str))
+        retry(lambda: self.client.log_inputs(self.run_id, datasets=[DatasetInput(
+            dataset, tags=[InputTag("mlflow.data.context", "training")])]), "log dataset")
+
     def log_dict(self, data: dict, name: str) -> None:
         self.client.log_text(self.run_id, json.dumps(data, indent=2, default=str), name)
 

@@ -53,6 +53,8 @@ def test_workflow_produces_every_output_and_logs_to_mlflow(project, tool_env):
     assert run_info.data.metrics["test_dice_mean"] == pytest.approx(metrics["dice_mean"])
     artifacts = {a.path for a in client.list_artifacts(run_info.info.run_id)}
     assert {"saliency", "evaluation", "config", "split", "checkpoint", "data", "plots"} <= artifacts
+    (dataset_input,) = run_info.inputs.dataset_inputs  # the training data, shown in the UI's Datasets column
+    assert dataset_input.dataset.name == "ccd_micro" and "preprocessed.h5" in dataset_input.dataset.source
     assert len(client.list_artifacts(run_info.info.run_id, "saliency")) == 2
     # The logged model is a working network on whole frames (64x64), not only on training patches.
     import numpy as np

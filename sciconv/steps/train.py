@@ -143,8 +143,9 @@ def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None
                                            "n_val": len(val_records), "n_parameters": sum(p.numel() for p in net.parameters())})
         tracker.log_dict(cfg, "config/resolved_config.json")
         tracker.log_artifact(paths.split, "split")
-        tracker.log_dict(data.dataset_statistics({"train": train_records, "val": val_records}, class_names,
-                                                 cfg["task"]), "data/statistics.json")
+        statistics = data.dataset_statistics({"train": train_records, "val": val_records}, class_names, cfg["task"])
+        tracker.log_dict(statistics, "data/statistics.json")
+        tracker.log_dataset(ds.name, paths.preprocessed, split, statistics)
 
     seen_example = None
     frozen_epochs = train_cfg["freeze_encoder_epochs"] if cfg["init_from"] else 0
