@@ -214,7 +214,23 @@ def load_dataset(name_or_path: str, global_cfg: dict) -> DatasetConfig:
     if fixed is not None and cfg.get("classes") not in (None, fixed):
         raise ConfigError(f"{path}: key classes: domain {domain!r} fixes its classes: "
                           f"{', '.join(fixed)}; remove the key")
-    return DatasetConfig(name=path.stem, path=path, cfg=cfg, global_cfg=global_cfg)
+    ds = DatasetConfig(name=path.stem, path=path, cfg=cfg, global_cfg=global_cfg)
+    if cfg["task"] == "segmentation":
+        check_segmentation_labels(path, cfg, ds.class_names)
+    return ds
+
+
+def check_segmentation_labels(path: Path, cfg: dict, class_names: list[str]) -> None:
+    """mask_values gives one value per class; regions name only declared foreground classes."""
+    values = cfg.get("mask_values")
+    if values is not None and len(values) != len(class_names):
+        raise ConfigError(f"{path}: key mask_values: {len(values)} values for {len(class_names)} classes "
+                          f"({', '.join(class_names)}); give one stored value per class, in class order")
+    for region, members in (cfg.get("regions") or {}).items():
+        unknown = [m for m in members if m not in class_names[1:]]
+        if unknown:
+            raise ConfigError(f"{path}: key regions.{region}: {', '.join(unknown)} not among the foreground "
+                              f"classes {', '.join(class_names[1:])}")
 
 
 def flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:

@@ -36,32 +36,42 @@ def load_records(store_path: Path | str, ids: list[str]) -> list[dict]:
     return records
 
 
-def fixed_transforms(num_classes: int) -> list:
-    """Deterministic, cached once: typing and the per-class voxel indices the patch sampler needs."""
+def fixed_transforms(num_classes: int, patch_size, sampling: str = "class_ratios") -> list:
+    """Deterministic, cached once: typing, padding up to the patch size, and the voxel indices the patch sampler needs."""
+    from monai.transforms import FgBgToIndicesd, SpatialPadd
+
+    indices = (FgBgToIndicesd(keys="mask") if sampling == "pos_neg" else
+               ClassesToIndicesd(keys="mask", num_classes=num_classes, indices_postfix="_cls_indices"))
     return [EnsureTyped(keys=["image", "mask"], track_meta=False),
-            ClassesToIndicesd(keys="mask", num_classes=num_classes, indices_postfix="_cls_indices")]
+            # a volume smaller than the patch along some axis (a tight head crop) is padded, not an error
+            SpatialPadd(keys=["image", "mask"], spatial_size=list(patch_size)),
+            indices]
 
 
-def random_transforms(num_classes: int, patch_size, patches_per_image: int, ratios, augment: list) -> Compose:
-    """Patch sampling centred on classes in the configured ratios (so the rare class is seen), then augmentation."""
-    return Compose([
-        RandCropByLabelClassesd(keys=["image", "mask"], label_key="mask", spatial_size=list(patch_size),
-                                ratios=list(ratios), num_classes=num_classes, num_samples=patches_per_image,
-                                indices_key="mask_cls_indices", warn=False),
-        *augment,
-    ])
+def patch_sampler(num_classes: int, train_cfg: dict):
+    """Patch sampling centred on classes in the configured ratios, or on foreground vs background (pos_neg)."""
+    from monai.transforms import RandCropByPosNegLabeld
 
-
-def segmentation_train_loader(records: list[dict], num_classes: int, train_cfg: dict, augment: list,
-                              num_workers: int = 0) -> tuple[DataLoader, Compose]:
+    size, n = list(train_cfg["patch_size"]), train_cfg["patches_per_image"]
+    if train_cfg.get("patch_sampling") == "pos_neg":
+        return RandCropByPosNegLabeld(keys=["image", "mask"], label_key="mask", spatial_size=size,
+                                      pos=train_cfg["pos_neg_ratio"], neg=1.0, num_samples=n,
+                                      fg_indices_key="mask_fg_indices", bg_indices_key="mask_bg_indices")
     ratios = train_cfg.get("class_sampling_ratios") or [1] * num_classes
     if len(ratios) != num_classes:
         raise ValueError(f"train.class_sampling_ratios has {len(ratios)} entries; the domain has {num_classes} "
                          "classes (background first)")
-    random_part = random_transforms(num_classes, train_cfg["patch_size"], train_cfg["patches_per_image"],
-                                    ratios, augment)
+    return RandCropByLabelClassesd(keys=["image", "mask"], label_key="mask", spatial_size=size, ratios=list(ratios),
+                                   num_classes=num_classes, num_samples=n, indices_key="mask_cls_indices", warn=False)
+
+
+def segmentation_train_loader(records: list[dict], num_classes: int, train_cfg: dict, augment: list,
+                              num_workers: int = 0) -> tuple[DataLoader, Compose]:
+    """Fixed transforms cached once (CacheDataset); patch sampling and augmentation run after the cache."""
+    fixed = fixed_transforms(num_classes, train_cfg["patch_size"], train_cfg.get("patch_sampling", "class_ratios"))
+    random_part = [patch_sampler(num_classes, train_cfg), *augment]
     dataset = CacheDataset([{k: r[k] for k in ("image", "mask")} for r in records],
-                           transform=Compose(fixed_transforms(num_classes) + list(random_part.transforms)),
+                           transform=Compose(fixed + random_part),
                            cache_rate=1.0, num_workers=0, progress=False, copy_cache=False)
     loader = DataLoader(dataset, batch_size=max(1, train_cfg["batch_size"] // train_cfg["patches_per_image"]),
                         shuffle=True, num_workers=num_workers, drop_last=False)

@@ -1,8 +1,14 @@
-"""Metrics: segmentation from a pooled confusion matrix; classification from scores.
+"""Metrics: segmentation from a pooled confusion matrix; nested regions per case; classification from scores.
 
-Dice is pooled over all test pixels (2 TP / (2 TP + FP + FN) summed over
+Per class, Dice is pooled over all test pixels (2 TP / (2 TP + FP + FN) summed over
 frames) rather than averaged per frame: a rare class is absent from many
 frames, and per-frame Dice is undefined there.
+
+Regions (unions of classes, as BraTS's whole tumour, tumour core, enhancing tumour) follow
+BraTS instead: Dice and the 95th-percentile Hausdorff distance in millimetres per case, then
+the mean over cases; a case where truth and prediction are both empty scores Dice 1 and
+HD95 0, one where only one of them is empty Dice 0 and HD95 the volume's diagonal (BraTS
+uses 373.13 mm, the diagonal of its 240 x 240 x 155 mm volumes, by the same rule).
 """
 
 from __future__ import annotations
@@ -41,6 +47,53 @@ def segmentation_metrics(counts: ConfusionCounts, class_names: list[str], prefix
     ious = [counts.iou(c) for c in range(1, len(class_names)) if not np.isnan(counts.iou(c))]
     out[f"{prefix}dice_mean"] = float(np.mean(dices)) if dices else float("nan")
     out[f"{prefix}iou_mean"] = float(np.mean(ious)) if ious else float("nan")
+    return out
+
+
+# --------------------------------------------------------------------------- regions, per case
+def region_indices(regions: dict[str, list[str]], class_names: list[str]) -> dict[str, list[int]]:
+    return {name: [class_names.index(m) for m in members] for name, members in regions.items()}
+
+
+def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
+    """Dice of two boolean masks; 1 when both are empty (nothing to find, nothing found)."""
+    total = int(prediction.sum()) + int(truth.sum())
+    return 1.0 if total == 0 else float(2 * np.logical_and(prediction, truth).sum() / total)
+
+
+def hd95_mm(prediction: np.ndarray, truth: np.ndarray, spacing) -> float:
+    """95th-percentile symmetric Hausdorff distance between the surfaces of two boolean masks, in mm."""
+    import torch
+    from monai.metrics import compute_hausdorff_distance
+
+    has_prediction, has_truth = bool(prediction.any()), bool(truth.any())
+    if not has_prediction and not has_truth:
+        return 0.0
+    if not has_prediction or not has_truth:
+        return float(np.linalg.norm(np.asarray(prediction.shape) * np.asarray(spacing, float)))
+    as_batch = lambda m: torch.from_numpy(np.ascontiguousarray(m))[None, None].float()  # noqa: E731
+    distance = compute_hausdorff_distance(as_batch(prediction), as_batch(truth), include_background=True,
+                                          percentile=95, spacing=[float(s) for s in spacing])
+    return float(distance.item())
+
+
+def region_metrics(prediction: np.ndarray, truth: np.ndarray, regions: dict[str, list[int]],
+                   spacing=None) -> dict[str, float]:
+    """dice_<region> (and hd95_<region> in mm when spacing is given) of one case's class maps."""
+    out = {}
+    for name, members in regions.items():
+        predicted, true = np.isin(prediction, members), np.isin(truth, members)
+        out[f"dice_{name}"] = dice(predicted, true)
+        if spacing is not None:
+            out[f"hd95_{name}"] = hd95_mm(predicted, true, spacing)
+    return out
+
+
+def mean_over_cases(rows: list[dict], regions: dict, prefix: str = "") -> dict[str, float]:
+    """The mean of each region metric over cases, and dice_mean over the regions."""
+    keys = [k for k in rows[0] if k.startswith(("dice_", "hd95_")) and k.split("_", 1)[1] in regions] if rows else []
+    out = {f"{prefix}{k}": float(np.mean([r[k] for r in rows])) for k in keys}
+    out[f"{prefix}dice_mean"] = float(np.mean([out[f"{prefix}dice_{r}"] for r in regions])) if rows else float("nan")
     return out
 
 

@@ -21,7 +21,7 @@ def _norm(name: str):
     return None if name == "none" else name
 
 
-SEGMENTERS = ("unet", "basic_unet")
+SEGMENTERS = ("unet", "basic_unet", "segresnet")
 RESNET_LAYERS = {"resnet10": [1, 1, 1, 1], "resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3]}
 
 
@@ -78,7 +78,7 @@ def _classifier(args: dict) -> nn.Module:
 
 
 def build(args: dict) -> nn.Module:
-    from monai.networks.nets import BasicUNet, UNet
+    from monai.networks.nets import BasicUNet, SegResNet, UNet
 
     if not is_segmenter(args["name"]):
         return build_classifier(args)
@@ -96,6 +96,13 @@ def build(args: dict) -> nn.Module:
         return BasicUNet(spatial_dims=args["spatial_dims"], in_channels=args["in_channels"],
                          out_channels=args["out_channels"], features=args["channels"], dropout=args["dropout"],
                          norm=_norm(args["norm"]))
+    if args["name"] == "segresnet":
+        # Myronenko 2018 (BraTS 2018 winner): residual encoder, light decoder of one block per level
+        levels = len(args["blocks_down"])
+        return SegResNet(spatial_dims=args["spatial_dims"], in_channels=args["in_channels"],
+                         out_channels=args["out_channels"], init_filters=args["channels"][0],
+                         blocks_down=tuple(args["blocks_down"]), blocks_up=(1,) * (levels - 1),
+                         dropout_prob=args["dropout"] or None, norm=_norm(args["norm"]) or "instance")
     raise ModelConfigError(f"model.name {args['name']!r} is not built in")
 
 
@@ -103,6 +110,8 @@ def downsampling_factor(args: dict) -> int:
     """The product of all strides: every spatial size must be a multiple of it for the skips to line up."""
     if args["name"] == "basic_unet":
         return 2**4
+    if args["name"] == "segresnet":
+        return 2 ** (len(args["blocks_down"]) - 1)
     return math.prod(args["strides"])
 
 

@@ -43,8 +43,19 @@ def predicted_regions(prediction: np.ndarray, num_classes: int) -> torch.Tensor:
 
 
 def class_saliency(net: nn.Module, image: np.ndarray, prediction: np.ndarray, num_classes: int, method: str,
-                   target_layer: str, patch_size) -> dict[int, np.ndarray]:
-    """One map in [0, 1] per foreground class, the image's spatial shape."""
+                   target_layer: str, patch_size, multiple: int = 1) -> dict[int, np.ndarray]:
+    """One map in [0, 1] per foreground class, the image's spatial shape.
+
+    The whole image goes through the network at once, so it is zero-padded at the far end to a
+    multiple of the network's total downsampling (`multiple`) for the skip connections to line
+    up, and the maps are cropped back.
+    """
+    shape = prediction.shape
+    padding = [(0, 0)] + [(0, -s % multiple) for s in shape]
+    if any(after for _, after in padding):
+        maps = class_saliency(net, np.pad(image, padding), np.pad(prediction, padding[1:]), num_classes, method,
+                              target_layer, patch_size)
+        return {c: m[tuple(slice(0, s) for s in shape)] for c, m in maps.items()}
     from monai.visualize import GradCAM, OcclusionSensitivity
 
     classes = list(range(1, num_classes))
@@ -56,19 +67,45 @@ def class_saliency(net: nn.Module, image: np.ndarray, prediction: np.ndarray, nu
         cam = GradCAM(nn_module=wrapper, target_layers=f"net.{target_layer}")
         for c in classes:
             maps[c] = cam(x, class_idx=c)[0, 0].detach().cpu().numpy()
+    elif method == "hirescam":
+        # gradient x activation per position: in a U-Net's full-resolution decoder Grad-CAM's
+        # channel-averaged gradient spreads over the whole volume, this stays on the structure
+        for c in classes:
+            maps[c] = hirescam(wrapper, x, c, f"net.{target_layer}")
     else:
         # Windows of an eighth of the patch with little overlap: each window costs a forward pass
         # over the whole image, so the defaults (60% overlap) take minutes per frame on a CPU.
-        occlusion = OcclusionSensitivity(wrapper, mask_size=[max(3, s // 8) for s in patch_size], n_batch=16,
+        mask_size = [max(3, s // 8) for s in patch_size]
+        occlusion = OcclusionSensitivity(wrapper, mask_size=mask_size, n_batch=16,
                                          overlap=0.25, verbose=False, activate=False)
+        box = occlusion_box(prediction, mask_size) if prediction.ndim == 3 else None
         with torch.no_grad():
-            sensitivity, _ = occlusion(x)
+            sensitivity, _ = occlusion(x, b_box=box)
         for c in classes:
             # Occlusion gives the score after hiding each region: a drop means the region mattered.
             drop = -sensitivity[0, c].cpu().numpy()
             span = drop.max() - drop.min()
-            maps[c] = (drop - drop.min()) / span if span > 0 else np.zeros_like(drop)
+            normalised = (drop - drop.min()) / span if span > 0 else np.zeros_like(drop)
+            maps[c] = np.zeros(prediction.shape, np.float32)
+            starts = box[0::2] if box else [0] * prediction.ndim
+            maps[c][tuple(slice(a, a + n) for a, n in zip(starts, normalised.shape))] = normalised
     return maps
+
+
+def occlusion_box(prediction: np.ndarray, mask_size, margin_windows: int = 2) -> list[int] | None:
+    """[min0, max0, min1, max1, ...] around the predicted foreground plus a margin of a few occlusion windows.
+
+    In 3D every occluded window costs a forward pass over the volume, so occlusion is run only
+    where the network found something and a little around it (the map is zero outside).
+    """
+    found = np.argwhere(prediction > 0)
+    if not len(found):
+        return None
+    box = []
+    for axis, (lo, hi) in enumerate(zip(found.min(0), found.max(0))):
+        pad = margin_windows * mask_size[axis]
+        box += [int(max(0, lo - pad)), int(min(prediction.shape[axis] - 1, hi + pad))]
+    return box
 
 
 def render_segmentation(path: Path, image: np.ndarray, truth: np.ndarray, prediction: np.ndarray,
@@ -183,18 +220,68 @@ def pointing_hit(saliency: np.ndarray, lesion: np.ndarray, tolerance_px: int) ->
 
 
 def _views(array: np.ndarray, at: tuple[int, ...]) -> list[tuple[str, np.ndarray]]:
-    """2D: the image; 3D: the three orthogonal slices through `at`."""
+    """2D: the image; 3D: the three orthogonal slices through `at`, transposed so that, drawn with
+    origin="lower", the later axis points up (in RAS volumes: anterior up in axial, superior up in
+    sagittal and coronal slices)."""
     if array.ndim == 2:
         return [("", array)]
-    return [(f"axis {axis} = {at[axis]}", np.take(array, at[axis], axis=axis)) for axis in range(3)]
+    return [(f"axis {axis} = {at[axis]}", np.take(array, at[axis], axis=axis).T) for axis in range(3)]
+
+
+def display_channel(record: dict, domain) -> tuple[int, str]:
+    """(index, name) of the channel to draw saliency over: the domain's DISPLAY_CHANNEL when the
+    record's channels are named, else the last channel (named or not)."""
+    channels = list(record["attrs"].get("channels") or [])
+    preferred = getattr(domain, "DISPLAY_CHANNEL", None)
+    index = channels.index(preferred) if preferred in channels else record["image"].shape[0] - 1
+    return index, channels[index] if index < len(channels) else ""
+
+
+def _origin(array: np.ndarray) -> str:
+    return "lower" if array.ndim == 3 else "upper"
+
+
+def render_segmentation_volume(path: Path, image: np.ndarray, truth: np.ndarray, prediction: np.ndarray,
+                               maps: dict[int, np.ndarray], class_names: list[str], title: str,
+                               channel: int = -1, channel_name: str = "") -> None:
+    """3D montage: per class a row of orthogonal slices through that class's saliency maximum, the
+    map over the input, the true outline (cyan) and the predicted outline (yellow, dashed)."""
+    shown = image[channel]
+    lo, hi = np.percentile(shown, [1, 99.8])
+    centre = np.argwhere(truth > 0).mean(0).round().astype(int) if truth.any() else np.array(truth.shape) // 2
+    rows = [("input", None, tuple(int(c) for c in centre))]
+    rows += [(f"saliency: {class_names[c]}", c, np.unravel_index(int(np.argmax(m)), m.shape)) for c, m in maps.items()]
+    fig, axes = plt.subplots(len(rows), 3, figsize=(10, 3.2 * len(rows)), squeeze=False, constrained_layout=True)
+    im = None
+    for row, (name, c, at) in enumerate(rows):
+        for col, (where, plane) in enumerate(_views(shown, at)):
+            ax = axes[row, col]
+            ax.imshow(plane, cmap="gray", vmin=lo, vmax=hi, origin="lower")
+            members = (truth > 0, prediction > 0) if c is None else (truth == c, prediction == c)
+            if c is not None:
+                sal = _views(maps[c], at)[col][1]
+                im = ax.imshow(sal, cmap="inferno", alpha=np.clip(sal, 0, 1) * 0.7, vmin=0, vmax=1, origin="lower")
+            for volume, colour, style in ((members[0], "cyan", "solid"), (members[1], "yellow", "dashed")):
+                outline = _views(volume, at)[col][1]
+                if outline.any():
+                    ax.contour(outline, levels=[0.5], colors=colour, linewidths=0.8, linestyles=style)
+            ax.set_title(f"{name}, {where}", fontsize=9)
+            ax.set_xlabel("voxel")
+            ax.set_ylabel("voxel")
+    if im is not None:
+        fig.colorbar(im, ax=axes[1:, -1].tolist(), fraction=0.046, label="saliency (normalised)")
+    fig.suptitle(f"{title}\n{channel_name or 'channel'} shown; cyan: true outline, yellow dashed: predicted; "
+                 "slices through each map's maximum", fontsize=9)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
 
 
 def render_classification(path: Path, image: np.ndarray, lesion: np.ndarray | None,
-                          maps: dict[str, np.ndarray], title: str) -> None:
+                          maps: dict[str, np.ndarray], title: str, channel: int = 0) -> None:
     """Rows: the input, then one overlay per method; 3D shows orthogonal slices through the saliency maximum."""
     first_map = next(iter(maps.values()))
     at = np.unravel_index(int(np.argmax(first_map)), first_map.shape)
-    shown = image[0]
+    shown = image[channel]
     lo, hi = np.percentile(shown, [1, 99.8])
     columns = len(_views(shown, at))
     rows = 1 + len(maps)
@@ -204,10 +291,11 @@ def render_classification(path: Path, image: np.ndarray, lesion: np.ndarray | No
     for row, (name, volume) in enumerate([("input", None), *maps.items()]):
         for col, (where, plane) in enumerate(_views(shown, at)):
             ax = axes[row, col]
-            ax.imshow(plane, cmap="gray", vmin=lo, vmax=hi)
+            ax.imshow(plane, cmap="gray", vmin=lo, vmax=hi, origin=_origin(shown))
             if volume is not None:
                 sal = _views(volume, at)[col][1]
-                im = ax.imshow(sal, cmap="inferno", alpha=np.clip(sal, 0, 1) * 0.7, vmin=0, vmax=1)
+                im = ax.imshow(sal, cmap="inferno", alpha=np.clip(sal, 0, 1) * 0.7, vmin=0, vmax=1,
+                               origin=_origin(shown))
                 peak = np.unravel_index(int(np.argmax(sal)), sal.shape)
                 ax.plot(peak[1], peak[0], "c+", ms=10, mew=1.5)
             if lesion is not None and lesion.any():

@@ -40,6 +40,9 @@ class Sample:
         return self.attrs.get("label")
 
 
+JSON_ATTRS = "_json_attrs"
+
+
 def _attr_value(value):
     """h5py stores scalars and strings; anything nested goes in as JSON."""
     if isinstance(value, (dict, list, tuple)):
@@ -83,8 +86,11 @@ class StoreWriter:
         if sample.mask is not None:
             group.create_dataset("mask", data=sample.mask, chunks=True, compression="gzip",
                                  compression_opts=4, shuffle=True)
+        nested = sorted(k for k, v in sample.attrs.items() if isinstance(v, (dict, list, tuple)))
         for key, value in sample.attrs.items():
             group.attrs[key] = _attr_value(value)
+        if nested:  # which attributes to decode again on reading (lists such as a grid's spacing or affine)
+            group.attrs[JSON_ATTRS] = json.dumps(nested)
         self.count += 1
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -118,6 +124,8 @@ class StoreReader:
 
     def sample_attrs(self, sample_id: str) -> dict:
         attrs = {k: _from_attr(v) for k, v in self.file["samples"][sample_id].attrs.items()}
+        for key in json.loads(attrs.pop(JSON_ATTRS, "[]")):
+            attrs[key] = json.loads(attrs[key])
         if "meta" in attrs:
             attrs["meta"] = json.loads(attrs["meta"])
         return attrs

@@ -6,9 +6,10 @@ A domain module provides, and is the only place that knows:
   DEFAULTS                its defaults for any dataset section (model, train, ...)
   simulate(cfg, out_dir, seed) -> list of manifest rows
   preprocess(image, meta, params, mask=None) -> (image, mask, attrs)   the mask follows any crop or resize
-  input_channels(preprocess_params) -> channels the preprocessed image has
+  input_channels(cfg) -> channels the preprocessed image has (cfg: the resolved dataset config)
   augment_transforms(params, keys) -> list of MONAI random dictionary transforms
   baseline(image, attrs, cfg) -> prediction of the classical method (cfg: the resolved dataset config)
+optionally DISPLAY_CHANNEL, the channel name saliency montages are drawn over (attrs["channels"] names them).
 
 Adding a domain is adding a module here and a dataset YAML that names it.
 """

@@ -375,8 +375,8 @@ def to_electrons(adu: np.ndarray, meta: dict) -> tuple[np.ndarray, float]:
     return electrons, float(noise)
 
 
-def input_channels(params: dict) -> int:
-    return len(params["channels"])
+def input_channels(cfg: dict) -> int:
+    return len(cfg["preprocess"]["channels"])
 
 
 def scale(electrons: np.ndarray, params: dict) -> np.ndarray:

@@ -40,7 +40,7 @@ SCHEMAS = {
 DEFAULTS = {"train": {"patch_size": [64, 64]}}
 
 
-def input_channels(params: dict) -> int:
+def input_channels(cfg: dict) -> int:
     return 1  # unknown until files are read; `sciconv inspect` assumes one channel
 
 

@@ -270,7 +270,7 @@ def simulate(src: dict, out_dir, seed: int, progress=None) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- preprocessing
-def input_channels(params: dict) -> int:
+def input_channels(cfg: dict) -> int:
     return 1
 
 

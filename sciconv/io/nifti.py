@@ -38,5 +38,36 @@ def read_nifti(path: Path) -> tuple[np.ndarray, dict]:
         "spacing": [float(z) for z in canonical.header.get_zooms()[:3]],
         "original_orientation": "".join(nib.aff2axcodes(original.affine)),
         "orientation": "".join(nib.aff2axcodes(canonical.affine)),
+        # the file's own affine and shape, so a mask predicted on this grid can be written back onto it
+        "original_affine": original.affine.tolist(),
+        "original_shape": [int(s) for s in original.shape[:3]],
     }
+    description = original.header.get("descrip")
+    if description is not None and description.size:
+        meta["descrip"] = description.item().decode("ascii", errors="replace").strip()
     return np.ascontiguousarray(image), meta
+
+
+def write_mask_on_source(mask: np.ndarray, mask_affine, source: Path | str, target: Path | str,
+                         values: list[int] | None = None) -> Path:
+    """Write a class map on a grid with affine mask_affine (world mm) as NIfTI on the source file's own grid.
+
+    The mask is resampled by nearest neighbour through world coordinates, so it lands where it was
+    predicted whatever resampling, cropping or reorientation came between; the output has the source's
+    affine and axis order, so it overlays the source in any viewer. values maps class index -> stored
+    label value (e.g. BraTS 0, 1, 2, 4).
+    """
+    import nibabel as nib
+    from scipy import ndimage
+
+    source_img = nib.load(str(source))
+    to_mask_voxels = np.linalg.inv(np.asarray(mask_affine, float)) @ source_img.affine
+    on_source = ndimage.affine_transform(mask.astype(np.uint8), to_mask_voxels[:3, :3], to_mask_voxels[:3, 3],
+                                         output_shape=source_img.shape[:3], order=0, mode="constant", cval=0)
+    if values is not None:
+        on_source = np.asarray(values, dtype=np.uint8)[on_source]
+    out = nib.Nifti1Image(on_source.astype(np.uint8), source_img.affine)
+    out.header.set_xyzt_units("mm")
+    out.header["descrip"] = b"sciconv predicted labels"
+    nib.save(out, str(target))
+    return Path(target)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 
@@ -12,9 +14,20 @@ from sciconv.config import DatasetConfig
 from sciconv.inference import load_model
 from sciconv.paths import DatasetPaths
 from sciconv.plots import training_curves
-from sciconv.runtime import atomic_write_json, log, pick_device
+from sciconv.runtime import atomic_write_json, atomic_write_text, log, pick_device
 from sciconv.tasks import task_module
 from sciconv.tracking import Tracker, tracking_uri
+
+
+def write_table(path, rows: list[dict]) -> None:
+    """The per-case metrics as CSV (one row per test case), for a spreadsheet."""
+    buffer = io.StringIO()
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_text(path, buffer.getvalue())
 
 
 def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None) -> dict:
@@ -32,14 +45,17 @@ def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None
     metrics["mlflow_run_id"] = checkpoint["mlflow_run_id"]
     atomic_write_json(paths.metrics, metrics)
     atomic_write_json(paths.root / "per_sample_metrics.json", rows)
+    write_table(paths.root / "per_sample_metrics.csv", rows)
 
     tracker = Tracker(tracking_uri(ds.global_cfg), ds.global_cfg["results_dir"], ds.name)
     tracker.start(checkpoint["mlflow_run_id"])
     tracker.log_metrics({f"test_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
     tracker.log_artifact(paths.metrics, "evaluation")
     tracker.log_artifact(paths.root / "per_sample_metrics.json", "evaluation")
+    tracker.log_artifact(paths.root / "per_sample_metrics.csv", "evaluation")
     for path in written:
-        tracker.log_artifact(path, "plots")
+        # predicted masks (NIfTI on the source grid) beside the plots, each kind in its own folder
+        tracker.log_artifact(path, "predicted_masks" if path.name.endswith((".nii", ".nii.gz")) else "plots")
     tracker.finish()
     log.info("test metrics: %s", json.dumps({k: v for k, v in metrics.items() if k != "mlflow_run_id"}))
     return metrics

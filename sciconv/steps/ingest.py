@@ -38,6 +38,27 @@ def _check(image: np.ndarray, mask: np.ndarray | None, n_classes: int) -> str | 
     return None
 
 
+def stored_classes(mask: np.ndarray | None, cfg: dict) -> tuple[np.ndarray | None, str | None]:
+    """The mask as class indices: any non-zero value is the object for an image-level label; for
+    segmentation the values listed in mask_values (e.g. BraTS 0, 1, 2, 4) become 0, 1, 2, ..."""
+    if mask is None:
+        return None, None
+    if cfg["task"] != "segmentation":
+        return (mask > 0).astype(np.int64), None
+    values = cfg.get("mask_values")
+    if not values:
+        return mask, None
+    lookup = np.full(max(int(mask.max()), max(values)) + 1, -1, dtype=np.int64)
+    lookup[values] = np.arange(len(values))
+    if mask.min() < 0:
+        return mask, f"mask holds negative values; mask_values are {values}"
+    mapped = lookup[mask]
+    if (mapped < 0).any():
+        stray = sorted(set(np.unique(mask[mapped < 0]).tolist()))[:5]
+        return mask, f"mask holds values {stray} that are not in mask_values {values}"
+    return mapped, None
+
+
 def read_row(row: dict, hdf5_keys: dict | None, as_suffix: str | None):
     """(image, metadata, mask or None, label stored in the file or None) for one input row."""
     image_path = Path(row["image"])
@@ -135,7 +156,8 @@ def run(ds: DatasetConfig) -> None:
             except readers.ReadError as err:
                 rejected.append((str(image_path), str(err).removeprefix(f"{image_path}: ")))
                 continue
-            reason = _check(image, mask, len(class_names)) or inspector.check(image_path, sha, image)
+            mask, reason = stored_classes(mask, ds.cfg)
+            reason = reason or _check(image, mask, len(class_names)) or inspector.check(image_path, sha, image)
             if reason:
                 rejected.append((str(image_path), reason))
                 continue

@@ -8,7 +8,7 @@ from sciconv.config import DatasetConfig
 
 def input_shape(ds: DatasetConfig) -> tuple[int, ...]:
     """(1, C, *patch): channels as the domain's preprocessing will make them."""
-    channels = ds.domain.input_channels(ds.cfg["preprocess"])
+    channels = ds.domain.input_channels(ds.cfg)
     return (1, channels, *ds.cfg["train"]["patch_size"])
 
 

@@ -1,7 +1,7 @@
 """predict: a trained model on new files, read and preprocessed exactly as in training.
 
 Segmentation masks are written in the input's own format where it has one (FITS keeps the
-source header, NIfTI the source affine), else as .npy; a CSV lists every file with the pixel
+source header, NIfTI the source file's grid and affine), else as .npy; a CSV lists every file with the pixel
 count of each class. Classifiers write class probabilities, the threshold and the decision;
 regressors the predicted targets in physical units.
 """
@@ -41,27 +41,42 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     return files
 
 
-def write_mask(mask: np.ndarray, source: Path, meta: dict, out_dir: Path) -> Path:
+def resized_affine(affine, shape, new_shape) -> np.ndarray:
+    """The affine of a grid resampled from shape to new_shape over the same extent (voxel centres
+    i' map to (i' + 0.5) * old/new - 0.5), for domains whose preprocessing resizes without saying so."""
+    scale = np.asarray(shape, float) / np.asarray(new_shape, float)
+    index_map = np.eye(4)
+    index_map[:3, :3] = np.diag(scale)
+    index_map[:3, 3] = (scale - 1) / 2
+    return np.asarray(affine, float) @ index_map
+
+
+def write_mask(mask: np.ndarray, source: Path, meta: dict, grid: dict, out_dir: Path,
+               values: list[int] | None = None) -> Path:
+    """The class map in the input's format; NIfTI masks go back onto the source file's grid and affine
+    (through the preprocessed grid's affine in grid['affine'], whatever resampling or cropping came
+    between); values maps class indices to the stored label values (mask_values)."""
     name = source.name.lower()
     stem = source.name.split(".")[0]
+    if name.endswith((".nii", ".nii.gz")):
+        from sciconv.io.nifti import write_mask_on_source
+
+        affine = grid.get("affine") or resized_affine(meta["affine"], meta["shape"], mask.shape)
+        return write_mask_on_source(mask, affine, source, out_dir / f"{stem}_mask.nii.gz", values)
+    stored = np.asarray(values, dtype=np.uint8)[mask] if values else mask.astype(np.uint8)
     if name.endswith((".fits", ".fit", ".fts", ".fits.fz", ".fits.gz")):
         from astropy.io import fits
 
-        hdu = fits.PrimaryHDU(mask.astype(np.uint8))
+        hdu = fits.PrimaryHDU(stored)
         for key, value in meta.items():
             if len(key) <= 8 and key.isupper() and isinstance(value, (int, float, str, bool)) and key not in hdu.header:
                 hdu.header[key] = value
         hdu.header["SCMASK"] = (True, "sciconv predicted class per pixel")
         target = out_dir / f"{stem}_mask.fits"
         hdu.writeto(target, overwrite=True)
-    elif name.endswith((".nii", ".nii.gz")):
-        import nibabel as nib
-
-        target = out_dir / f"{stem}_mask.nii.gz"
-        nib.save(nib.Nifti1Image(mask.astype(np.uint8), np.array(meta["affine"])), target)
     else:
         target = out_dir / f"{stem}_mask.npy"
-        np.save(target, mask.astype(np.uint8))
+        np.save(target, stored)
     return target
 
 
@@ -92,7 +107,8 @@ def run(model: str, inputs: list[str], out: str, device: str = "auto", tracking_
             image, meta = readers.read(source)
         except readers.ReadError as err:
             raise PredictError(str(err)) from err
-        prepared, _, _ = domain.preprocess(image, meta, cfg["preprocess"])
+        prepared, _, grid = domain.preprocess(image, meta, cfg["preprocess"])
+        meta = {**meta, "shape": list(image.shape[1:])}
         if cfg["task"] == "regression":  # in physical units, through the scaler saved with the model
             values = predict_targets(net, [prepared], dev, cfg["train"]["amp"], np.array(checkpoint["target_mean"]),
                                      np.array(checkpoint["target_std"]))[0]
@@ -107,7 +123,7 @@ def run(model: str, inputs: list[str], out: str, device: str = "auto", tracking_
                              "" if threshold is None else f"{threshold:.6f}", class_names[index]])
             continue
         mask = segment(net, prepared, checkpoint["patch_size"], dev, cfg["train"]["amp"])
-        target = write_mask(mask, source, meta, out_dir)
+        target = write_mask(mask, source, meta, grid, out_dir, cfg.get("mask_values"))
         writer.writerow([str(source), str(target), *np.bincount(mask.ravel(), minlength=len(class_names)).tolist()])
     summary = out_dir / "predictions.csv"
     atomic_write_text(summary, table.getvalue())

@@ -172,7 +172,7 @@ def evaluate(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> tu
 
 def explain(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> list:
     """Grad-CAM, Grad-CAM++ and HiResCAM galleries of true positives, false positives and false negatives."""
-    from sciconv.saliency import classifier_saliency, render_classification
+    from sciconv.saliency import classifier_saliency, display_channel, render_classification
 
     params = ds.cfg["explain"]
     layer = target_layer(net, checkpoint, params)
@@ -197,6 +197,7 @@ def explain(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> lis
             render_classification(path, record["image"], lesion_of(record), maps,
                                   f"{ds.name} {record['id']}: {group.replace('_', ' ')}, score {scores[index]:.3f} "
                                   f"(threshold {threshold:.3f}); saliency of class "
-                                  f"{checkpoint['class_names'][cls]!r} at {layer}")
+                                  f"{checkpoint['class_names'][cls]!r} at {layer}",
+                                  channel=display_channel(record, ds.domain)[0])
             written.append(path)
     return written

@@ -1,4 +1,8 @@
-"""Segmentation: patches sampled by class ratio, Dice + cross-entropy, Dice on whole validation images."""
+"""Segmentation: sampled patches, Dice + cross-entropy, sliding-window Dice on whole validation images.
+
+With `regions` (BraTS's nested whole tumour, tumour core, enhancing tumour) validation and test
+score each region per case, and dice_mean is the regions' mean.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import torch
 
 from sciconv import data
 from sciconv.inference import segment_logits
-from sciconv.metrics import ConfusionCounts, segmentation_metrics
+from sciconv.metrics import ConfusionCounts, mean_over_cases, region_indices, region_metrics, segmentation_metrics
 
 
 def build_loss(name: str):
@@ -32,6 +36,7 @@ class Segmentation:
         self.train_records, self.val_records = train_records, val_records
         self.patch_size = list(self.train_cfg["patch_size"])
         self.loss = build_loss(self.train_cfg["loss"])
+        self.regions = region_indices(cfg["regions"], class_names) if cfg.get("regions") else None
 
     @property
     def input_size(self) -> list[int]:
@@ -46,10 +51,16 @@ class Segmentation:
     def validate(self, net, device, amp) -> tuple[dict[str, float], float]:
         net.eval()
         counts = ConfusionCounts(len(self.class_names))
+        per_case = []
         for record in self.val_records:
             logits = segment_logits(net, torch.from_numpy(record["image"])[None], self.patch_size, device, amp)
-            counts.update(logits.argmax(1)[0].cpu().numpy(), record["mask"][0])
+            prediction = logits.argmax(1)[0].cpu().numpy()
+            counts.update(prediction, record["mask"][0])
+            if self.regions:
+                per_case.append(region_metrics(prediction, record["mask"][0], self.regions))
         metrics = segmentation_metrics(counts, self.class_names, prefix="val_")
+        if self.regions:
+            metrics |= mean_over_cases(per_case, self.regions, prefix="val_")
         return metrics, metrics[self.selection_metric]
 
     def finalize(self, net, device, amp) -> dict:
@@ -58,13 +69,15 @@ class Segmentation:
 
 # --------------------------------------------------------------------------- evaluation and saliency
 def evaluate(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> tuple[dict, list[dict], list]:
-    """Pooled Dice per class of the model and of the classical baseline; per-image Dice; the plots written."""
+    """Pooled Dice per class of the model and of the classical baseline; per-image Dice (and per-case
+    region Dice and HD95 in mm when the dataset has regions); the plots and predicted masks written."""
     from sciconv import plots
     from sciconv.inference import segment
 
     class_names = checkpoint["class_names"]
+    regions = region_indices(ds.cfg["regions"], class_names) if ds.cfg.get("regions") else None
     model_counts, baseline_counts = ConfusionCounts(len(class_names)), ConfusionCounts(len(class_names))
-    rows = []
+    rows, baseline_rows, written = [], [], []
     for record in test:
         prediction = segment(net, record["image"], checkpoint["patch_size"], device, ds.cfg["train"]["amp"])
         classical = ds.domain.baseline(record["image"], record["attrs"], ds.cfg)
@@ -73,16 +86,38 @@ def evaluate(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> tu
         baseline_counts.update(classical, truth)
         one = ConfusionCounts(len(class_names))
         one.update(prediction, truth)
-        rows.append({"id": record["id"], **segmentation_metrics(one, class_names)})
+        row = {"id": record["id"], **segmentation_metrics(one, class_names)}
+        if regions:
+            spacing = record["attrs"].get("spacing") or [1.0] * truth.ndim
+            row |= region_metrics(prediction, truth, regions, spacing)
+            row["dice_mean"] = float(np.mean([row[f"dice_{r}"] for r in regions]))
+            baseline_rows.append(region_metrics(classical, truth, regions, spacing))
+        rows.append(row)
+        written += write_predicted_mask(prediction, record, ds.cfg, out_dir.parent / "predicted_masks")
     metrics = segmentation_metrics(model_counts, class_names)
     baseline = segmentation_metrics(baseline_counts, class_names, prefix="baseline_")
     metrics |= {k: v for k, v in baseline.items() if k != "baseline_iou_mean"}
+    if regions:
+        metrics |= mean_over_cases(rows, regions) | mean_over_cases(baseline_rows, regions, prefix="baseline_")
     metrics["n_test"] = len(test)
-    written = [plots.bar_per_case(out_dir, [r["id"] for r in rows], [r["dice_mean"] for r in rows],
-                                  "Dice (mean over foreground classes present)",
-                                  f"{ds.name}: Dice per test image", "dice_per_case.png")]
-    written.append(plots.confusion(out_dir, model_counts.matrix, class_names, f"{ds.name}, pixels"))
+    what = "mean over regions" if regions else "mean over foreground classes present"
+    written.append(plots.bar_per_case(out_dir, [r["id"] for r in rows], [r["dice_mean"] for r in rows],
+                                      f"Dice ({what})", f"{ds.name}: Dice per test image", "dice_per_case.png"))
+    written.append(plots.confusion(out_dir, model_counts.matrix, class_names,
+                                   f"{ds.name}, {'voxels' if truth.ndim == 3 else 'pixels'}"))
     return metrics, rows, written
+
+
+def write_predicted_mask(prediction: np.ndarray, record: dict, cfg: dict, out_dir) -> list:
+    """For a NIfTI source: the predicted mask on the source file's own grid and affine, with its label values."""
+    source = str(record["attrs"].get("source", ""))
+    if not source.endswith((".nii", ".nii.gz")) or "affine" not in record["attrs"]:
+        return []
+    from sciconv.io.nifti import write_mask_on_source
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [write_mask_on_source(prediction, record["attrs"]["affine"], source,
+                                 out_dir / f"{record['id']}_pred.nii.gz", cfg.get("mask_values"))]
 
 
 def pick_samples(records: list[dict], num_classes: int, n: int) -> list[dict]:
@@ -98,19 +133,25 @@ def explain(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> lis
     """Per-class saliency (Seg-Grad-CAM or occlusion) beside the true and predicted masks."""
     from sciconv import models
     from sciconv.inference import segment
-    from sciconv.saliency import class_saliency, render_segmentation
+    from sciconv.saliency import class_saliency, display_channel, render_segmentation, render_segmentation_volume
 
     params = ds.cfg["explain"]
     class_names, patch_size = checkpoint["class_names"], checkpoint["patch_size"]
     target_layer = params["target_layer"] or models.last_conv_before_output(
         net, (1, test[0]["image"].shape[0], *patch_size))
-    method = "occlusion" if params["method"] == "occlusion" else "gradcam"
+    method = params["method"] if params["method"] in ("occlusion", "hirescam") else "gradcam"
     written = []
     for record in pick_samples(test, len(class_names), params["n_samples"]):
         prediction = segment(net, record["image"], patch_size, device, amp=False)
-        maps = class_saliency(net, record["image"], prediction, len(class_names), method, target_layer, patch_size)
+        maps = class_saliency(net, record["image"], prediction, len(class_names), method, target_layer, patch_size,
+                              multiple=models.downsampling_factor(checkpoint["model_args"]))
         path = out_dir / f"{record['id']}.png"
-        render_segmentation(path, record["image"], record["mask"][0], prediction, maps, class_names,
-                            f"{ds.name} {record['id']}: {method} on {target_layer}")
+        title = f"{ds.name} {record['id']}: {method} on {target_layer}"
+        if prediction.ndim == 3:
+            shown, name = display_channel(record, ds.domain)
+            render_segmentation_volume(path, record["image"], record["mask"][0], prediction, maps, class_names, title,
+                                       channel=shown, channel_name=name)
+        else:
+            render_segmentation(path, record["image"], record["mask"][0], prediction, maps, class_names, title)
         written.append(path)
     return written

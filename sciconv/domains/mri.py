@@ -1,0 +1,490 @@
+"""Brain MRI: 3D tumour segmentation (BraTS labels) and tumour/no-tumour classification from NIfTI.
+
+Everything MRI-specific lives here: the simulator, the preprocessing (RAS, spacing,
+head crop, z-score within the head), 3D augmentation and the classical baseline
+(FLAIR hyperintensity plus morphology).
+
+Simulator, in order (numbers and sources; see also shared/science.md):
+  - Anatomy: the MNI ICBM152 2009 symmetric template's grey- and white-matter probability maps
+    and brain mask, read from nilearn's installed package (no download); CSF is the rest of the
+    mask. Each subject is the template under a random rotation, per-axis scaling, translation and
+    a smooth displacement field, sampled on the subject's own voxel grid (some anisotropic, e.g.
+    2 x 2 x 4 mm; a thick slice is the mean of finer samples through it, its partial volume).
+  - Tumour (in a configurable share of subjects), centred in white matter: a necrotic core,
+    an enhancing rim and surrounding edema, each the level set of a distance to the centre
+    perturbed by smooth noise, so the shape is irregular; BraTS labels 1 necrotic core,
+    2 edema, 4 enhancing tumour (Menze et al. 2015, IEEE TMI 34:1993).
+  - Contrasts from the spin-echo signal equation S = PD (1 - exp(-TR/T1)) exp(-TE/T2) and, for
+    FLAIR, the inversion-recovery magnitude |1 - 2 exp(-TI/T1) + exp(-TR/T1)|. Normal tissue
+    at 3 T: WM T1 1084 ms T2 69 ms, GM T1 1820 ms T2 99 ms (Stanisz et al. 2005, MRM 54:507);
+    CSF T1 4000 ms T2 2000 ms. Gadolinium shortens T1 in the enhancing rim,
+    1/T1 = 1/T1_0 + r1 C with r1 = 3.6 /mM/s at 3 T (Rohrer et al. 2005, Invest Radiol 40:715)
+    and C = 0.3 mM. Tumour relaxation times are illustrative, chosen so that edema is bright on
+    T2 and FLAIR (more free water), necrosis dark on T1Gd, the rim bright on T1Gd.
+  - A smooth multiplicative bias field, 0.8-1.2 by default (BrainWeb's "40%" intensity
+    non-uniformity), the same for every contrast (one receive coil).
+  - Rician noise: the magnitude of complex Gaussian noise whose sigma is the white-matter signal
+    of each contrast over the configured SNR (BrainWeb-style); Rayleigh in the background.
+  - Written as 4D NIfTI (x, y, z, contrast) int16 with scl_slope, and a label NIfTI on the same
+    grid; a share of subjects is stored in another orientation (LPS, LAS or sagittal PIR).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+TASKS = ("segmentation", "classification")
+CLASS_NAMES = {"segmentation": ["background", "necrotic_core", "edema", "enhancing"],
+               "classification": ["no_tumour", "tumour"]}
+NECROTIC, EDEMA, ENHANCING = 1, 2, 4  # BraTS label values in the files
+CONTRASTS = ("t1", "t1gd", "t2", "flair")
+DISPLAY_CHANNEL = "flair"  # saliency montages are drawn over it: the whole tumour shows there
+
+# (TR, TE, TI) in ms; TI 0 = spin echo. FLAIR's TI nulls CSF: TI ~ T1_csf ln 2 when TR >> T1.
+SEQUENCES = {"t1": (500.0, 10.0, 0.0), "t1gd": (500.0, 10.0, 0.0), "t2": (4000.0, 100.0, 0.0),
+             "flair": (9000.0, 100.0, 2500.0)}
+# proton density (relative), T1 ms, T2 ms, gadolinium mM (in T1Gd only)
+TISSUES = {
+    "csf": (1.00, 4000.0, 2000.0, 0.0),
+    "gm": (0.80, 1820.0, 99.0, 0.0),
+    "wm": (0.69, 1084.0, 69.0, 0.0),
+    "necrotic": (0.95, 2800.0, 400.0, 0.0),
+    "edema": (0.90, 1800.0, 200.0, 0.0),
+    "enhancing": (0.85, 1500.0, 110.0, 0.3),
+}
+GADOLINIUM_R1 = 3.6e-3  # per mM per ms at 3 T
+CHANNEL_NAMES_PREFIX = "channels="
+
+_pos = {"type": "number", "exclusiveMinimum": 0}
+_range = {"type": "array", "items": {"type": "number", "minimum": 0}, "minItems": 2, "maxItems": 2}
+_voxel = {"type": "array", "items": _pos, "minItems": 3, "maxItems": 3}
+
+SCHEMAS = {
+    "source": {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "kind": {"type": "string", "enum": ["simulate"]},
+            "n_subjects": {"type": "integer", "minimum": 3, "default": 40},
+            "tumour_fraction": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.9,
+                                "description": "share of subjects with a tumour"},
+            "contrasts": {"type": "array", "items": {"type": "string", "enum": list(CONTRASTS)}, "minItems": 1,
+                          "uniqueItems": True, "default": list(CONTRASTS),
+                          "description": "channels, in this order"},
+            "voxel_sizes_mm": {"type": "array", "items": _voxel, "minItems": 1, "default": [[1, 1, 1], [1, 1, 3]],
+                               "description": "each subject's voxel size (R, A, S) is drawn from these"},
+            "reoriented_fraction": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.3,
+                                    "description": "share of files stored in LPS, LAS or PIR order instead of RAS"},
+            "snr": {**_pos, "default": 20.0, "description": "white-matter signal over the noise sigma"},
+            "bias_field": {**_range, "default": [0.8, 1.2], "description": "range of the multiplicative field"},
+            "deformation_mm": {"type": "number", "minimum": 0, "default": 3.0,
+                               "description": "sd of the smooth displacement field"},
+            "scale": {**_range, "default": [0.9, 1.1], "description": "per-axis brain scaling range"},
+            "rotation_deg": {"type": "number", "minimum": 0, "default": 8.0},
+            "core_radius_mm": {**_range, "default": [10.0, 24.0], "description": "tumour core (necrosis + rim)"},
+            "edema_margin_mm": {**_range, "default": [4.0, 16.0], "description": "edema beyond the core"},
+            "necrotic_fraction": {**_range, "default": [0.1, 0.75],
+                                  "description": "necrotic radius over core radius; 0 = no necrosis"},
+            "irregularity": {"type": "number", "minimum": 0, "maximum": 0.6, "default": 0.25},
+        },
+        "required": ["kind"],
+    },
+    "preprocess": {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "spacing_mm": {**_voxel, "default": [1.5, 1.5, 1.5], "description": "target voxel size"},
+            "crop_foreground": {"type": "boolean", "default": True},
+            "margin_mm": {"type": "number", "minimum": 0, "default": 4.0, "description": "kept around the head"},
+            "size": {"type": ["array", "null"], "items": {"type": "integer", "minimum": 8}, "minItems": 3,
+                     "maxItems": 3, "default": None,
+                     "description": "resize the cropped volume to this many voxels (classification of whole "
+                                    "volumes needs one size); null keeps the spacing"},
+        },
+    },
+    "augment": {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "prob": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.3},
+            "flip": {"type": "boolean", "default": True},
+            "rotate_deg": {"type": "number", "minimum": 0, "default": 10.0},
+            "scale": {"type": "number", "minimum": 0, "default": 0.1},
+            "bias_field": {"type": "number", "minimum": 0, "default": 0.3,
+                           "description": "MONAI RandBiasField coefficient range; 0 = off"},
+            "noise_std": {"type": "number", "minimum": 0, "default": 0.05},
+            "gamma": {**_range, "default": [0.7, 1.5]},
+            "elastic": {"type": "boolean", "default": False, "description": "3D elastic deformation (slow on CPU)"},
+        },
+    },
+    "baseline": {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "channel": {"type": "string", "default": "flair",
+                        "description": "contrast thresholded (by name, else the last channel)"},
+            "z_threshold": {"type": "number", "default": 1.5,
+                            "description": "voxels this many sd above the head's mean are hyperintense"},
+            "min_volume_ml": {"type": "number", "minimum": 0, "default": 0.5},
+        },
+    },
+}
+
+DEFAULTS = {
+    # 3D U-Net with instance norm (intensities are z-scored per volume; patches vary in content)
+    "model": {"name": "unet", "channels": [16, 32, 64, 128], "strides": [2, 2, 2], "num_res_units": 1,
+              "norm": "instance"},
+    "train": {"patch_size": [64, 64, 64], "patch_sampling": "pos_neg", "pos_neg_ratio": 2.0},
+    # labels in the files are BraTS values 1, 2, 4; evaluation uses BraTS's nested regions
+    "mask_values": [0, NECROTIC, EDEMA, ENHANCING],
+    "regions": {"wt": ["necrotic_core", "edema", "enhancing"], "tc": ["necrotic_core", "enhancing"],
+                "et": ["enhancing"]},
+    # HiResCAM: Grad-CAM's channel-averaged gradients spread over the whole volume in a 3D U-Net
+    "explain": {"method": "hirescam"},
+}
+
+
+# --------------------------------------------------------------------------- physics
+def signal(tissue: str, contrast: str) -> float:
+    """Noise-free signal of a tissue in a contrast (relative units)."""
+    pd, t1, t2, gad = TISSUES[tissue]
+    tr, te, ti = SEQUENCES[contrast]
+    if contrast == "t1gd" and gad > 0:
+        t1 = 1.0 / (1.0 / t1 + GADOLINIUM_R1 * gad)
+    recovery = abs(1 - 2 * np.exp(-ti / t1) + np.exp(-tr / t1)) if ti > 0 else 1 - np.exp(-tr / t1)
+    return float(pd * recovery * np.exp(-te / t2))
+
+
+def rician(rng: np.random.Generator, clean: np.ndarray, sigma: float) -> np.ndarray:
+    """Magnitude of the signal plus complex Gaussian noise: Rician in tissue, Rayleigh where clean is 0."""
+    real = clean + rng.normal(0, sigma, clean.shape)
+    imaginary = rng.normal(0, sigma, clean.shape)
+    return np.hypot(real, imaginary)
+
+
+def smooth_field(rng: np.random.Generator, shape: tuple[int, ...], control_points: int = 5) -> np.ndarray:
+    """A smooth random field of unit sd: Gaussian values on a coarse grid, interpolated cubically."""
+    coarse = rng.normal(0, 1, (control_points,) * len(shape))
+    # cubic up to a quarter of the size, then linear: as smooth to the eye, 20x cheaper than cubic all the way
+    quarter = [max(control_points, s // 4) for s in shape]
+    field = ndimage.zoom(coarse, [q / control_points for q in quarter], order=3, mode="nearest")
+    field = ndimage.zoom(field, [s / q for s, q in zip(shape, field.shape)], order=1, mode="nearest")
+    field = np.pad(field, [(0, max(0, s - f)) for s, f in zip(shape, field.shape)], mode="edge")
+    field = field[tuple(slice(0, s) for s in shape)]
+    return (field - field.mean()) / max(field.std(), 1e-6)
+
+
+def bias_field(rng: np.random.Generator, shape: tuple[int, ...], low: float, high: float) -> np.ndarray:
+    """A smooth multiplicative field spanning [low, high] over the volume."""
+    field = smooth_field(rng, shape, control_points=3)
+    field = (field - field.min()) / max(np.ptp(field), 1e-6)
+    return low + (high - low) * field
+
+
+@cache
+def template() -> dict:
+    """The MNI ICBM152 2009 maps at 1 mm from nilearn's package: GM, WM, CSF probabilities and the affine."""
+    from nilearn import datasets
+
+    gm_img = datasets.load_mni152_gm_template(resolution=1)
+    gm = np.asarray(gm_img.get_fdata(), np.float32).clip(0, 1)
+    wm = np.asarray(datasets.load_mni152_wm_template(resolution=1).get_fdata(), np.float32).clip(0, 1)
+    brain = np.asarray(datasets.load_mni152_brain_mask(resolution=1).get_fdata(), np.float32) > 0
+    csf = np.where(brain, np.clip(1 - gm - wm, 0, 1), 0).astype(np.float32)
+    # outside the brain mask nothing is tissue (skull-stripped, as BraTS volumes are)
+    gm, wm = gm * brain, wm * brain
+    corners = np.argwhere(brain)
+    lo, hi = corners.min(0), corners.max(0)
+    affine = gm_img.affine
+    return {"gm": gm, "wm": wm, "csf": csf, "affine": affine,
+            "bbox_mm": (affine[:3, :3] @ lo + affine[:3, 3], affine[:3, :3] @ hi + affine[:3, 3])}
+
+
+def rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
+    angles = np.deg2rad(rng.uniform(-max_deg, max_deg, 3))
+    cx, cy, cz = np.cos(angles)
+    sx, sy, sz = np.sin(angles)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def subject_grid(voxel_mm: np.ndarray, margin_mm: float = 12.0) -> tuple[tuple[int, int, int], np.ndarray]:
+    """(shape, RAS affine) of a grid covering the template brain plus a margin at this voxel size."""
+    lo, hi = template()["bbox_mm"]
+    lo, hi = lo - margin_mm, hi + margin_mm
+    shape = tuple(int(np.ceil((h - l) / v)) for l, h, v in zip(lo, hi, voxel_mm))
+    affine = np.eye(4)
+    affine[:3, :3] = np.diag(voxel_mm)
+    affine[:3, 3] = lo + voxel_mm / 2
+    return shape, affine
+
+
+def world_points(shape, affine: np.ndarray) -> np.ndarray:
+    """(3, *shape) world coordinates (mm) of every voxel centre."""
+    index = np.indices(shape, dtype=np.float32).reshape(3, -1)
+    return (affine[:3, :3] @ index + affine[:3, 3:4]).reshape(3, *shape).astype(np.float32)
+
+
+def tissue_maps(rng: np.random.Generator, points: np.ndarray, src: dict) -> dict[str, np.ndarray]:
+    """The template's tissue probabilities pulled back through this subject's deformation."""
+    tpl = template()
+    centre = np.mean(tpl["bbox_mm"], axis=0).astype(np.float32)[:, None]
+    # subject -> template: undo this subject's scaling and rotation about the brain centre
+    scale = rng.uniform(*src["scale"], 3)
+    linear = np.diag(1 / scale) @ rotation(rng, src["rotation_deg"]).T
+    shift = rng.normal(0, 3.0, 3)[:, None]
+    flat = points.reshape(3, -1)
+    moved = linear.astype(np.float32) @ (flat - centre) + centre - shift.astype(np.float32)
+    if src["deformation_mm"] > 0:
+        moved += np.stack([smooth_field(rng, points.shape[1:]).ravel() for _ in range(3)]) * src["deformation_mm"]
+    inverse = np.linalg.inv(tpl["affine"])
+    index = inverse[:3, :3] @ moved + inverse[:3, 3:4]
+    return {name: ndimage.map_coordinates(tpl[name], index, order=1, mode="constant", cval=0.0).reshape(
+        points.shape[1:]) for name in ("gm", "wm", "csf")}
+
+
+def tumour_labels(rng: np.random.Generator, points: np.ndarray, tissue: dict, src: dict) -> np.ndarray:
+    """BraTS label volume (0, 1, 2, 4) of one irregular tumour centred in white matter."""
+    shape = points.shape[1:]
+    candidates = np.argwhere(ndimage.binary_erosion(tissue["wm"] > 0.6, iterations=2))
+    if not len(candidates):
+        candidates = np.argwhere(tissue["wm"] > 0.3)
+    centre = points[(slice(None), *candidates[rng.integers(len(candidates))])][:, None, None, None]
+    distance = np.sqrt(((points - centre) ** 2).sum(0))
+    core_r = rng.uniform(*src["core_radius_mm"])
+    edema_r = core_r + rng.uniform(*src["edema_margin_mm"])
+    necrotic_r = core_r * rng.uniform(*src["necrotic_fraction"])
+    a = src["irregularity"]
+    core_d = distance / (1 + a * np.clip(smooth_field(rng, shape, 7), -2.5, 2.5) / 2.5)
+    edema_d = distance / (1 + 1.6 * a * np.clip(smooth_field(rng, shape, 9), -2.5, 2.5) / 2.5)
+    brain = (tissue["gm"] + tissue["wm"] + tissue["csf"]) > 0.5
+    labels = np.zeros(shape, np.uint8)
+    # edema spreads through tissue, not through the fluid of ventricles and sulci
+    labels[(edema_d < edema_r) & brain & (tissue["csf"] < 0.5)] = EDEMA
+    labels[(core_d < core_r) & brain] = ENHANCING
+    labels[(core_d < necrotic_r) & brain] = NECROTIC
+    return labels
+
+
+def contrast_images(tissue: dict, labels: np.ndarray, contrasts: list[str]) -> np.ndarray:
+    """(C, *shape) noise-free images: each voxel the tissue-fraction-weighted signal (partial volume)."""
+    fractions = dict(tissue)
+    lesion = {"necrotic": labels == NECROTIC, "edema": labels == EDEMA, "enhancing": labels == ENHANCING}
+    # a lesion's boundary shares its voxel with the tissue it replaces
+    soft = {name: ndimage.gaussian_filter(m.astype(np.float32), 0.7) for name, m in lesion.items()}
+    total = sum(soft.values())
+    healthy = np.clip(1 - total, 0, 1)
+    fractions = {k: v * healthy for k, v in fractions.items()} | soft
+    return np.stack([sum(fractions[t] * signal(t, c) for t in fractions) for c in contrasts]).astype(np.float32)
+
+
+def block_mean(volume: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
+    """Mean over blocks of factors voxels along each axis (the last axes of volume)."""
+    lead = volume.shape[: volume.ndim - len(factors)]
+    spatial = volume.shape[volume.ndim - len(factors):]
+    trimmed = volume[(...,) + tuple(slice(0, s // f * f) for s, f in zip(spatial, factors))]
+    shape = lead + sum(((s // f, f) for s, f in zip(spatial, factors)), ())
+    axes = tuple(len(lead) + 2 * i + 1 for i in range(len(factors)))
+    return trimmed.reshape(shape).mean(axis=axes)
+
+
+def simulate_subject(rng: np.random.Generator, src: dict, has_tumour: bool):
+    """(image (C, x, y, z) in RAS, labels (x, y, z), RAS affine, attributes) of one subject."""
+    voxel = np.asarray(src["voxel_sizes_mm"][rng.integers(len(src["voxel_sizes_mm"]))], float)
+    finest = voxel.min()
+    # thick voxels are rendered finer along their long axes and averaged: their partial volume
+    factors = tuple(int(min(4, round(v / finest))) for v in voxel)
+    shape, affine = subject_grid(voxel)
+    fine_affine = affine.copy()
+    fine_affine[:3, :3] = np.diag(voxel / factors)
+    fine_affine[:3, 3] = affine[:3, 3] - voxel / 2 + voxel / np.asarray(factors) / 2
+    fine_shape = tuple(s * f for s, f in zip(shape, factors))
+    points = world_points(fine_shape, fine_affine)
+    tissue = tissue_maps(rng, points, src)
+    labels = tumour_labels(rng, points, tissue, src) if has_tumour else np.zeros(fine_shape, np.uint8)
+    clean = contrast_images(tissue, labels, src["contrasts"])
+    clean = block_mean(clean, factors)
+    # labels at each voxel's centre sample (the annotator's view of a thick slice)
+    labels = labels[tuple(slice(f // 2, None, f) for f in factors)][tuple(slice(0, s) for s in shape)]
+    field = bias_field(rng, clean.shape[1:], *src["bias_field"])
+    image = np.stack([rician(rng, channel * field, signal("wm", c) / src["snr"])
+                      for channel, c in zip(clean, src["contrasts"])])
+    attrs = {"voxel_mm": voxel.tolist(), "tumour_voxels": int((labels > 0).sum()),
+             "tumour_ml": float((labels > 0).sum() * np.prod(voxel) / 1000)}
+    return image.astype(np.float32), labels, affine, attrs
+
+
+def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, orientation: str, is_label: bool,
+                contrasts: list[str] = ()) -> None:
+    """Store a RAS array (channels first for images) in the given axis orientation, as real scanners' files vary."""
+    import nibabel as nib
+
+    array = data if is_label else np.moveaxis(data, 0, -1)  # NIfTI keeps channels in the 4th dimension
+    if is_label:
+        img = nib.Nifti1Image(array.astype(np.uint8), affine)
+    else:
+        # int16 with a scale factor, as scanners export; the reader applies scl_slope
+        slope = float(np.abs(array).max() / 30000.0) or 1.0
+        img = nib.Nifti1Image(np.round(array / slope).astype(np.int16), affine)
+        img.header.set_slope_inter(slope, 0.0)
+    img.header.set_xyzt_units("mm")
+    if not is_label:  # the channel names travel in the header's description, where the reader finds them
+        img.header["descrip"] = CHANNEL_NAMES_PREFIX + ",".join(contrasts)
+    if orientation != "RAS":
+        transform = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"),
+                                                    nib.orientations.axcodes2ornt(tuple(orientation)))
+        img = img.as_reoriented(transform)
+    nib.save(img, str(path))
+
+
+def simulate(src: dict, out_dir, seed: int, progress=None) -> list[dict]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(src["n_subjects"]):
+        has_tumour = bool(rng.random() < src["tumour_fraction"])
+        image, labels, affine, attrs = simulate_subject(rng, src, has_tumour)
+        orientation = "RAS" if rng.random() >= src["reoriented_fraction"] else str(rng.choice(["LPS", "LAS", "PIR"]))
+        name = f"subject_{i:04d}"
+        write_nifti(out_dir / f"{name}.nii.gz", image, affine, orientation, is_label=False,
+                    contrasts=src["contrasts"])
+        write_nifti(out_dir / f"{name}_seg.nii.gz", labels, affine, orientation, is_label=True)
+        # the label (tumour or not) also stratifies the split of a segmentation dataset
+        rows.append({"image": f"{name}.nii.gz", "mask": f"{name}_seg.nii.gz", "label": int(attrs["tumour_voxels"] > 0),
+                     "group": name, "orientation": orientation, "voxel_mm": json.dumps(attrs["voxel_mm"]),
+                     "tumour_ml": f"{attrs['tumour_ml']:.2f}"})
+        if progress:
+            progress(i + 1)
+    return rows
+
+
+# --------------------------------------------------------------------------- preprocessing
+def channel_names(meta: dict, n_channels: int) -> list[str]:
+    """Contrast names from the file's description (channels=t1,flair), else channel_0, channel_1, ..."""
+    description = str(meta.get("descrip", ""))
+    if description.startswith(CHANNEL_NAMES_PREFIX):
+        names = description[len(CHANNEL_NAMES_PREFIX):].split(",")
+        if len(names) == n_channels:
+            return names
+    return [f"channel_{i}" for i in range(n_channels)]
+
+
+def input_channels(cfg: dict) -> int:
+    """The simulator's contrasts; a user's own files bring as many channels as they hold (4 assumed here)."""
+    return len(cfg["source"].get("contrasts") or CONTRASTS)
+
+
+def head_mask(image: np.ndarray) -> np.ndarray:
+    """The head (brain, for skull-stripped scans): Otsu on the mean of the channels, holes filled, largest part."""
+    from skimage import filters, measure
+
+    mean = image.mean(0)
+    foreground = mean > filters.threshold_otsu(mean)
+    foreground = ndimage.binary_closing(foreground, iterations=2)
+    components = measure.label(foreground)
+    if components.max() > 1:
+        sizes = np.bincount(components.ravel())
+        sizes[0] = 0
+        foreground = components == int(np.argmax(sizes))
+    return ndimage.binary_fill_holes(foreground)
+
+
+def preprocess(image: np.ndarray, meta: dict, params: dict, mask: np.ndarray | None = None):
+    """MONAI dictionary transforms: orientation RAS, resampling to spacing_mm, crop to the head, z-score in it.
+
+    Returns attrs with the grid's spacing and affine (world mm), so masks predicted on this grid
+    can be written back onto the source file's grid, and the channel names.
+    """
+    import torch
+    from monai.data import MetaTensor
+    from monai.transforms import CropForegroundd, Orientationd, Resized, Spacingd
+
+    affine = torch.as_tensor(np.asarray(meta.get("affine", np.eye(4)), np.float64))
+    if "affine" not in meta and meta.get("spacing"):
+        affine = torch.diag(torch.tensor([*map(float, meta["spacing"][:3]), 1.0], dtype=torch.float64))
+    keys = ["image"] + (["mask"] if mask is not None else [])
+    sample = {"image": MetaTensor(torch.from_numpy(np.ascontiguousarray(image, np.float32)), affine=affine)}
+    if mask is not None:
+        sample["mask"] = MetaTensor(torch.from_numpy(np.ascontiguousarray(mask[None], np.float32)), affine=affine)
+    modes = ["bilinear", "nearest"][: len(keys)]
+    sample = Orientationd(keys, axcodes="RAS")(sample)
+    sample = Spacingd(keys, pixdim=params["spacing_mm"], mode=modes)(sample)
+    head = head_mask(sample["image"].numpy())
+    sample["head"] = MetaTensor(torch.from_numpy(head[None].astype(np.float32)), affine=sample["image"].affine)
+    if params["crop_foreground"]:
+        margin = [int(round(params["margin_mm"] / s)) for s in params["spacing_mm"]]
+        sample = CropForegroundd(keys + ["head"], source_key="head", margin=margin, allow_smaller=True)(sample)
+    if params["size"]:
+        sample = Resized(keys + ["head"], spatial_size=params["size"],
+                         mode=["trilinear", "nearest", "nearest"][: len(keys)] + ["nearest"])(sample)
+    volume = sample["image"].numpy().astype(np.float32)
+    inside = sample["head"].numpy()[0] > 0.5
+    # z-score per contrast within the head: MR intensities have no absolute unit
+    for channel in volume:
+        values = channel[inside]
+        channel[...] = np.where(inside, (channel - values.mean()) / max(values.std(), 1e-6), 0.0)
+    grid_affine = sample["image"].affine.numpy()
+    attrs = {"affine": grid_affine.tolist(), "spacing": np.sqrt((grid_affine[:3, :3] ** 2).sum(0)).tolist(),
+             "channels": channel_names(meta, volume.shape[0]), "head_voxels": int(inside.sum())}
+    out_mask = np.rint(sample["mask"].numpy()[0]).astype(np.int64) if mask is not None else None
+    return volume, out_mask, attrs
+
+
+def augment_transforms(params: dict, keys=("image",)) -> list:
+    """Random 3D augmentation after the cache: affine, flips, bias field, noise, gamma, optional elastic."""
+    from monai.transforms import (RandAdjustContrastd, RandAffined, RandBiasFieldd, RandFlipd, RandGaussianNoised,
+                                  Rand3DElasticd)
+
+    keys = list(keys)
+    prob = params["prob"]
+    modes = ["bilinear", "nearest"][: len(keys)]
+    out = []
+    if params["rotate_deg"] > 0 or params["scale"] > 0:
+        angle = np.deg2rad(params["rotate_deg"])
+        out.append(RandAffined(keys, prob=prob, rotate_range=[angle] * 3, scale_range=[params["scale"]] * 3,
+                               mode=modes, padding_mode="zeros"))
+    if params["elastic"]:
+        out.append(Rand3DElasticd(keys, sigma_range=(5, 8), magnitude_range=(50, 150), prob=prob, mode=modes,
+                                  padding_mode="zeros"))
+    if params["flip"]:
+        out += [RandFlipd(keys, prob=prob, spatial_axis=axis) for axis in range(3)]
+    if params["bias_field"] > 0:
+        out.append(RandBiasFieldd("image", coeff_range=(0.0, params["bias_field"]), prob=prob))
+    if params["gamma"][0] != 1 or params["gamma"][1] != 1:
+        out.append(RandAdjustContrastd("image", prob=prob, gamma=tuple(params["gamma"])))
+    if params["noise_std"] > 0:
+        out.append(RandGaussianNoised("image", prob=prob, std=params["noise_std"]))
+    return out
+
+
+# --------------------------------------------------------------------------- baseline
+def baseline(image: np.ndarray, attrs: dict, cfg: dict):
+    """FLAIR hyperintensity: threshold the z-scored contrast, open, drop small parts, keep the largest, fill.
+
+    Segmentation: the region found, labelled edema (the method finds whole tumour, not its parts).
+    Classification: the volume found in ml, as the score.
+    """
+    from skimage import measure, morphology
+
+    params = cfg["baseline"]
+    names = list(attrs.get("channels") or [])
+    index = names.index(params["channel"]) if params["channel"] in names else image.shape[0] - 1
+    spacing = np.asarray(attrs.get("spacing") or [1.0, 1.0, 1.0], float)
+    bright = image[index] > params["z_threshold"]
+    bright = morphology.binary_opening(bright, morphology.ball(1))
+    min_voxels = int(params["min_volume_ml"] * 1000 / np.prod(spacing))
+    bright = morphology.remove_small_objects(bright, max_size=max(min_voxels - 1, 0))
+    components = measure.label(bright)
+    if components.max() > 1:
+        sizes = np.bincount(components.ravel())
+        sizes[0] = 0
+        bright = components == int(np.argmax(sizes))
+    bright = ndimage.binary_fill_holes(bright)
+    if cfg["task"] == "classification":
+        return float(bright.sum() * np.prod(spacing) / 1000)
+    class_names = cfg.get("classes") or CLASS_NAMES["segmentation"]
+    return np.where(bright, class_names.index("edema"), 0).astype(np.uint8)
