@@ -42,6 +42,23 @@ def shrunk_lightcone_config(n_samples: int = 16, epochs: int = 2) -> dict:
     return cfg
 
 
+def shrunk_mri_config(task: str, n_subjects: int = 10, epochs: int = 2) -> dict:
+    """config/datasets/mri_seg_demo.yaml or mri_cls_demo.yaml as shipped, made small (4 mm voxels)."""
+    name = "mri_seg_demo" if task == "segmentation" else "mri_cls_demo"
+    cfg = yaml.safe_load((REPO / f"config/datasets/{name}.yaml").read_text())
+    cfg["source"].update(n_subjects=n_subjects, voxel_sizes_mm=[[4, 4, 4], [4, 4, 6]], tumour_fraction=0.6)
+    cfg["preprocess"]["spacing_mm"] = [6, 6, 6]
+    cfg["train"].update(epochs=epochs)
+    if task == "segmentation":
+        cfg["train"].update(patch_size=[16, 16, 16], batch_size=4)
+        cfg["model"].update(channels=[8, 16, 32], strides=[2, 2])
+    else:
+        cfg["preprocess"]["size"] = [24, 32, 24]
+        cfg["train"].update(patch_size=[16, 16, 16])
+    cfg["explain"]["n_samples"] = 1
+    return cfg
+
+
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     """A project folder with config/config.yaml and one micro CCD dataset; cwd is moved there."""

@@ -21,6 +21,8 @@ Simulator, in order (numbers and sources; see also shared/science.md):
     1/T1 = 1/T1_0 + r1 C with r1 = 3.6 /mM/s at 3 T (Rohrer et al. 2005, Invest Radiol 40:715)
     and C = 0.3 mM. Tumour relaxation times are illustrative, chosen so that edema is bright on
     T2 and FLAIR (more free water), necrosis dark on T1Gd, the rim bright on T1Gd.
+  - White-matter hyperintensities (small vascular lesions, common in older brains) in any subject:
+    T2/FLAIR bright like edema, no gadolinium uptake, not tumour and not labelled.
   - A smooth multiplicative bias field, 0.8-1.2 by default (BrainWeb's "40%" intensity
     non-uniformity), the same for every contrast (one receive coil).
   - Rician noise: the magnitude of complex Gaussian noise whose sigma is the white-matter signal
@@ -90,6 +92,11 @@ SCHEMAS = {
             "necrotic_fraction": {**_range, "default": [0.1, 0.75],
                                   "description": "necrotic radius over core radius; 0 = no necrosis"},
             "irregularity": {"type": "number", "minimum": 0, "maximum": 0.6, "default": 0.25},
+            "wm_hyperintensities": {"type": "number", "minimum": 0, "default": 2.0,
+                                    "description": "mean number (Poisson) of small white-matter lesions per subject, "
+                                                   "bright on T2 and FLAIR, not enhancing and not labelled: "
+                                                   "what a FLAIR threshold mistakes for tumour"},
+            "wm_lesion_radius_mm": {**_range, "default": [2.0, 5.0]},
         },
         "required": ["kind"],
     },
@@ -269,10 +276,24 @@ def tumour_labels(rng: np.random.Generator, points: np.ndarray, tissue: dict, sr
     return labels
 
 
-def contrast_images(tissue: dict, labels: np.ndarray, contrasts: list[str]) -> np.ndarray:
+def white_matter_lesions(rng: np.random.Generator, points: np.ndarray, tissue: dict, src: dict) -> np.ndarray:
+    """Boolean map of a Poisson number of small ellipsoidal lesions centred in white matter."""
+    lesions = np.zeros(points.shape[1:], bool)
+    candidates = np.argwhere(tissue["wm"] > 0.7)
+    for _ in range(rng.poisson(src["wm_hyperintensities"]) if len(candidates) else 0):
+        centre = points[(slice(None), *candidates[rng.integers(len(candidates))])][:, None, None, None]
+        radii = rng.uniform(*src["wm_lesion_radius_mm"], 3)[:, None, None, None]
+        lesions |= (((points - centre) / radii) ** 2).sum(0) < 1
+    return lesions & (tissue["wm"] > 0.3)
+
+
+def contrast_images(tissue: dict, labels: np.ndarray, contrasts: list[str],
+                    wm_lesions: np.ndarray | None = None) -> np.ndarray:
     """(C, *shape) noise-free images: each voxel the tissue-fraction-weighted signal (partial volume)."""
     fractions = dict(tissue)
     lesion = {"necrotic": labels == NECROTIC, "edema": labels == EDEMA, "enhancing": labels == ENHANCING}
+    if wm_lesions is not None:  # gliosis and demyelination hold water like edema; no label
+        lesion["edema"] = lesion["edema"] | (wm_lesions & (labels == 0))
     # a lesion's boundary shares its voxel with the tissue it replaces
     soft = {name: ndimage.gaussian_filter(m.astype(np.float32), 0.7) for name, m in lesion.items()}
     total = sum(soft.values())
@@ -305,7 +326,7 @@ def simulate_subject(rng: np.random.Generator, src: dict, has_tumour: bool):
     points = world_points(fine_shape, fine_affine)
     tissue = tissue_maps(rng, points, src)
     labels = tumour_labels(rng, points, tissue, src) if has_tumour else np.zeros(fine_shape, np.uint8)
-    clean = contrast_images(tissue, labels, src["contrasts"])
+    clean = contrast_images(tissue, labels, src["contrasts"], white_matter_lesions(rng, points, tissue, src))
     clean = block_mean(clean, factors)
     # labels at each voxel's centre sample (the annotator's view of a thick slice)
     labels = labels[tuple(slice(f // 2, None, f) for f in factors)][tuple(slice(0, s) for s in shape)]
@@ -323,6 +344,12 @@ def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, orientation: s
     import nibabel as nib
 
     array = data if is_label else np.moveaxis(data, 0, -1)  # NIfTI keeps channels in the 4th dimension
+    img = nib.Nifti1Image(array, affine)
+    if orientation != "RAS":
+        transform = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"),
+                                                    nib.orientations.axcodes2ornt(tuple(orientation)))
+        img = img.as_reoriented(transform)
+    array, affine = np.asarray(img.dataobj), img.affine
     if is_label:
         img = nib.Nifti1Image(array.astype(np.uint8), affine)
     else:
@@ -330,13 +357,9 @@ def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, orientation: s
         slope = float(np.abs(array).max() / 30000.0) or 1.0
         img = nib.Nifti1Image(np.round(array / slope).astype(np.int16), affine)
         img.header.set_slope_inter(slope, 0.0)
-    img.header.set_xyzt_units("mm")
-    if not is_label:  # the channel names travel in the header's description, where the reader finds them
+        # the channel names travel in the header's description, where the reader finds them
         img.header["descrip"] = CHANNEL_NAMES_PREFIX + ",".join(contrasts)
-    if orientation != "RAS":
-        transform = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"),
-                                                    nib.orientations.axcodes2ornt(tuple(orientation)))
-        img = img.as_reoriented(transform)
+    img.header.set_xyzt_units("mm")
     nib.save(img, str(path))
 
 
@@ -411,7 +434,7 @@ def preprocess(image: np.ndarray, meta: dict, params: dict, mask: np.ndarray | N
     if mask is not None:
         sample["mask"] = MetaTensor(torch.from_numpy(np.ascontiguousarray(mask[None], np.float32)), affine=affine)
     modes = ["bilinear", "nearest"][: len(keys)]
-    sample = Orientationd(keys, axcodes="RAS")(sample)
+    sample = Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))(sample)
     sample = Spacingd(keys, pixdim=params["spacing_mm"], mode=modes)(sample)
     head = head_mask(sample["image"].numpy())
     sample["head"] = MetaTensor(torch.from_numpy(head[None].astype(np.float32)), affine=sample["image"].affine)
@@ -475,7 +498,7 @@ def baseline(image: np.ndarray, attrs: dict, cfg: dict):
     index = names.index(params["channel"]) if params["channel"] in names else image.shape[0] - 1
     spacing = np.asarray(attrs.get("spacing") or [1.0, 1.0, 1.0], float)
     bright = image[index] > params["z_threshold"]
-    bright = morphology.binary_opening(bright, morphology.ball(1))
+    bright = ndimage.binary_opening(bright, structure=morphology.ball(1))
     min_voxels = int(params["min_volume_ml"] * 1000 / np.prod(spacing))
     bright = morphology.remove_small_objects(bright, max_size=max(min_voxels - 1, 0))
     components = measure.label(bright)
