@@ -119,7 +119,16 @@ def main(argv: list[str] | None = None) -> int:
     except (config.ConfigError, ModelConfigError, IngestError, StoreError, ReadError, PredictError) as err:
         print(f"sciconv {args.step}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        from sciconv.runtime import storage_problem
+
+        reason = storage_problem(err)
+        if reason is None:
+            raise
+        print(f"sciconv {args.step}: error: {reason}", file=sys.stderr)
+        return 3
     return 0
+
 
 
 if __name__ == "__main__":

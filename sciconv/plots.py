@@ -150,3 +150,75 @@ def augmented_samples(out_dir: Path, images: np.ndarray, title: str, per_row: in
         ax.set_title(f"sample {i}" + (" (middle slice)" if images.ndim > 4 else ""), fontsize=8)
     fig.suptitle(f"what the network saw: augmented training inputs, {title}")
     return _save(fig, out_dir / "augmented_samples.png")
+
+
+def _middle(array: np.ndarray) -> np.ndarray:
+    """A 2D view of a 2D or 3D array: the middle slice along the leading axes."""
+    while array.ndim > 2:
+        array = array[array.shape[0] // 2]
+    return array
+
+
+def first_layer_filters(out_dir: Path, net, title: str, max_filters: int = 32, max_inputs: int = 4) -> Path:
+    """The first convolution's kernels as a grid (rows: filters, columns: input channels; 3D: middle slice)."""
+    import torch
+
+    first = next(m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)))
+    weights = first.weight.detach().float().cpu().numpy()[:max_filters, :max_inputs]
+    n_out, n_in = weights.shape[:2]
+    columns = min(8, n_out)
+    fig, axes = plt.subplots(-(-n_out // columns), columns * n_in, figsize=(1.1 * columns * n_in, 1.2 * -(-n_out // columns)),
+                             squeeze=False, constrained_layout=True)
+    limit = float(np.abs(weights).max()) or 1.0
+    image = None
+    for ax in axes.ravel():
+        ax.axis("off")
+    for f in range(n_out):
+        for c in range(n_in):
+            ax = axes[f // columns, (f % columns) * n_in + c]
+            image = ax.imshow(_middle(weights[f, c]), cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+            ax.set_title(f"f{f} in{c}", fontsize=6)
+    fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.02, label="weight")
+    kernel = "x".join(map(str, first.weight.shape[2:]))
+    fig.suptitle(f"{title}: first convolution, {n_out} of {first.weight.shape[0]} filters, {kernel} kernels"
+                 + (" (middle slice)" if first.weight.ndim == 5 else ""))
+    return _save(fig, out_dir / "first_layer_filters.png")
+
+
+def feature_maps(out_dir: Path, net, image: np.ndarray, title: str, n_layers: int = 3, n_channels: int = 6,
+                 multiple: int = 1) -> Path:
+    """Activations of a few convolutions, from the first to the deepest, for one input (3D: middle slice).
+
+    The input is zero-padded to a multiple of the network's downsampling (a U-Net's skips must line up).
+    """
+    import torch
+
+    image = np.pad(image, [(0, 0)] + [(0, -s % multiple) for s in image.shape[1:]])
+    convs = [(name, m) for name, m in net.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))]
+    picks = [convs[i] for i in sorted({round(i * (len(convs) - 2) / max(n_layers - 1, 1)) for i in range(n_layers)})]
+    saved = {}
+    handles = [m.register_forward_hook(lambda _m, _i, out, name=name: saved.__setitem__(name, out.detach()))
+               for name, m in picks]
+    device = next(net.parameters()).device
+    try:
+        with torch.no_grad():
+            net.eval()(torch.from_numpy(np.ascontiguousarray(image))[None].float().to(device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    fig, axes = plt.subplots(len(picks), n_channels + 1, figsize=(2.0 * (n_channels + 1), 2.1 * len(picks)),
+                             squeeze=False, constrained_layout=True)
+    for row, (name, _) in enumerate(picks):
+        maps = saved[name][0].float().cpu().numpy()
+        axes[row, 0].imshow(_middle(image[0]), cmap="gray")
+        axes[row, 0].set_title("input", fontsize=7)
+        strongest = np.argsort(-np.abs(maps).reshape(len(maps), -1).mean(1))[:n_channels]
+        for col in range(n_channels):
+            ax = axes[row, col + 1]
+            if col < len(strongest):
+                ax.imshow(_middle(maps[strongest[col]]), cmap="viridis")
+                ax.set_title(f"{name}\nch {strongest[col]} {tuple(maps.shape[1:])}", fontsize=6)
+        for ax in axes[row]:
+            ax.axis("off")
+    fig.suptitle(f"{title}: feature maps (the most active channels of each layer)")
+    return _save(fig, out_dir / "feature_maps.png")

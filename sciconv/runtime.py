@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -110,3 +112,29 @@ class Progress:
         if done >= total or done / max(total, 1) >= self.next_report:
             log.info("%s: %d/%d", self.what, done, total)
             self.next_report = done / max(total, 1) + 0.1
+
+
+# errno values (and the text h5py puts in its own OSError messages, which carry no errno)
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def storage_problem(err: OSError) -> str | None:
+    """A message saying what to change when writing failed for lack of space or permission, else None.
+
+    h5py raises OSError("Unable to ... (errno = 28, error message = 'No space left on device' ...)")
+    without setting errno, so its message is read as well.
+    """
+    text = str(err)
+    code = err.errno
+    if code is None:
+        found = re.search(r"errno = (\d+)", text)
+        code = int(found.group(1)) if found else None
+    where = f" ({err.filename})" if err.filename else ""
+    if code in _NO_SPACE or "No space left" in text or "quota" in text.lower():
+        return (f"no space left on the device while writing{where}: {text.splitlines()[0][:300]}. "
+                "Free space there, or point results_dir in config/config.yaml to a larger disk.")
+    if code in _NOT_WRITABLE or "Permission denied" in text or "Read-only file system" in text:
+        return (f"cannot write{where}: {text.splitlines()[0][:300]}. Make the results folder writable, "
+                "or point results_dir in config/config.yaml to a folder you can write.")
+    return None

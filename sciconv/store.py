@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 
 from sciconv import __version__
+from sciconv.runtime import storage_problem
 
 
 class StoreError(OSError):
@@ -74,8 +75,9 @@ class StoreWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.file = h5py.File(self.tmp, "w")
         except OSError as err:
-            raise StoreError(f"{self.path}: cannot write here ({err.strerror or err}); "
-                             "check that the results folder exists, is writable and has free space") from err
+            reason = storage_problem(err) or (f"cannot write here ({err.strerror or err}); check that the "
+                                             "results folder exists, is writable and has free space")
+            raise StoreError(f"{self.path}: {reason}") from err
         self.samples = self.file.create_group("samples")
         return self
 

@@ -19,6 +19,9 @@ from pathlib import Path
 from sciconv.runtime import log
 
 PIP_REQUIREMENTS_PACKAGES = ("torch", "monai", "numpy")
+# The workflow sets this once per `snakemake` invocation; its jobs inherit it (workflow/rules/common.smk).
+SNAKEMAKE_RUN_ID = "SCICONV_SNAKEMAKE_RUN_ID"
+SYSTEM_METRICS_INTERVAL_S = 2.0
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -83,14 +86,33 @@ class Tracker:
         self.run_id: str | None = None
 
     def start(self, run_id: str | None = None, tags: dict | None = None, run_name: str | None = None) -> str:
+        """Create a run, or reopen one; either way tagged with the Snakemake invocation that touched it last."""
+        invocation = {"snakemake_run_id": os.environ[SNAKEMAKE_RUN_ID]} if os.environ.get(SNAKEMAKE_RUN_ID) else {}
         if run_id is None:
-            run = retry(lambda: self.client.create_run(self.experiment_id, tags=tags or {}, run_name=run_name),
-                        "create run")
+            run = retry(lambda: self.client.create_run(self.experiment_id, tags={**(tags or {}), **invocation},
+                                                       run_name=run_name), "create run")
             run_id = run.info.run_id
+            self.run_id = run_id
         else:
             self.client.update_run(run_id, status="RUNNING")
-        self.run_id = run_id
+            self.run_id = run_id
+            if invocation:
+                self.set_tags(invocation)
         return run_id
+
+    @contextmanager
+    def system_metrics(self, sampling_interval_s: float = SYSTEM_METRICS_INTERVAL_S, resume: bool = False):
+        """CPU, memory, disk and network (and GPU where pynvml sees one) as system/* metrics of the run,
+        sampled by MLflow's monitor thread while the block runs."""
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(self.run_id, sampling_interval=sampling_interval_s, resume_logging=resume,
+                                       tracking_uri=self.uri)
+        monitor.start()
+        try:
+            yield monitor
+        finally:
+            monitor.finish()
 
     def log_params(self, params: dict) -> None:
         from mlflow.entities import Param

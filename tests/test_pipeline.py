@@ -52,7 +52,16 @@ def test_workflow_produces_every_output_and_logs_to_mlflow(project, tool_env):
     assert len(client.get_metric_history(run_info.info.run_id, "train_loss")) == 2  # one point per epoch
     assert run_info.data.metrics["test_dice_mean"] == pytest.approx(metrics["dice_mean"])
     artifacts = {a.path for a in client.list_artifacts(run_info.info.run_id)}
-    assert {"saliency", "evaluation", "config", "split", "checkpoint", "data", "plots"} <= artifacts
+    assert {"saliency", "evaluation", "config", "split", "checkpoint", "data", "plots", "network"} <= artifacts
+    assert {a.path for a in client.list_artifacts(run_info.info.run_id, "network")} == {
+        "network/first_layer_filters.png", "network/feature_maps.png"}
+    # sampled by MLflow's monitor while training ran, in the same run
+    assert "system/cpu_utilization_percentage" in run_info.data.metrics
+    assert "system/system_memory_usage_megabytes" in run_info.data.metrics
+    # every run touched by one `snakemake` invocation carries its id
+    invocation = run_info.data.tags["snakemake_run_id"]
+    assert len(invocation) == 32 and all(client.get_run(r.info.run_id).data.tags["snakemake_run_id"] == invocation
+                                         for r in client.search_runs([e.experiment_id for e in client.search_experiments()]))
     (dataset_input,) = run_info.inputs.dataset_inputs  # the training data, shown in the UI's Datasets column
     assert dataset_input.dataset.name == "ccd_micro" and "preprocessed.h5" in dataset_input.dataset.source
     assert len(client.list_artifacts(run_info.info.run_id, "saliency")) == 2

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sciconv import data
+from sciconv import data, models, plots
 from sciconv.config import DatasetConfig
 from sciconv.inference import load_model
 from sciconv.paths import DatasetPaths
@@ -20,9 +20,17 @@ def run(ds: DatasetConfig, device: str | None = None) -> None:
     for stale in paths.saliency.glob("*.png"):  # a rerun must not mix in images of an earlier model
         stale.unlink()
     written = task_module(ds.cfg["task"]).explain(ds, net, checkpoint, test, dev, paths.saliency)
+    # what the network learned: its first filters, and what a few layers make of one test image
+    network_dir = paths.root / "network"
+    learned = [plots.first_layer_filters(network_dir, net, ds.name),
+               plots.feature_maps(network_dir, net, test[0]["image"], f"{ds.name} {test[0]['id']}",
+                                  multiple=models.downsampling_factor(checkpoint["model_args"])
+                                  if models.is_segmenter(checkpoint["model_args"]["name"]) else 1)]
     tracker = Tracker(tracking_uri(ds.global_cfg), ds.global_cfg["results_dir"], ds.name)
     tracker.start(checkpoint["mlflow_run_id"])
     if written:
         tracker.log_artifact(paths.saliency, "saliency")
+    for path in learned:
+        tracker.log_artifact(path, "network")
     tracker.finish()
     log.info("wrote %d saliency images to %s", len(written), paths.saliency)

@@ -151,47 +151,49 @@ def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None
     frozen_epochs = train_cfg["freeze_encoder_epochs"] if cfg["init_from"] else 0
     if frozen_epochs and models.is_segmenter(args["name"]):
         raise ConfigError(f"{ds.path}: key train.freeze_encoder_epochs: freezing applies to image-level networks")
-    for epoch in range(start_epoch, epochs):
-        started = time.perf_counter()
-        epoch_seed = derive_seed(seed, str(epoch))
-        seed_everything(epoch_seed)
-        transforms.set_random_state(seed=epoch_seed % 2**32)
-        if frozen_epochs:
-            # only the new head learns at first, so its random gradients do not wreck the transferred features
-            set_encoder_trainable(net, trainable=epoch >= frozen_epochs)
-        net.train()
-        losses, n_seen = [], 0
-        for batch in loader:
-            inputs, targets = task.inputs_targets(batch, dev)
-            if seen_example is None:  # the first augmented batch, for the "what it saw" grid
-                seen_example = inputs[:8].detach().float().cpu().numpy()
-            with autocast(dev, amp):
-                loss = task.loss(net(inputs), targets)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            losses.append(loss.detach())
-            n_seen += inputs.shape[0]
-        scheduler.step()
-        # One host sync per epoch, not per step: .item() inside the loop would stall the GPU each batch.
-        metrics = {"train_loss": torch.stack(losses).mean().item(), "lr": optimizer.param_groups[0]["lr"]}
-        if (epoch + 1) % train_cfg["val_every"] == 0 or epoch + 1 == epochs:
-            val_metrics, score = task.validate(net, dev, amp)
-            metrics |= val_metrics
-            if not math.isnan(score) and score > best:
-                best = score
-                best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-        elapsed = time.perf_counter() - started
-        metrics |= {"epoch_time_s": elapsed, "samples_per_s": n_seen / elapsed}
-        history.append({"epoch": epoch + 1, **metrics})
-        tracker.log_metrics(metrics, step=epoch + 1)
-        log.info("epoch %d/%d " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()), epoch + 1, epochs)
-        torch.save({"epoch": epoch, "fingerprint": fingerprint, "model_state": net.state_dict(),
-                    "optimizer_state": optimizer.state_dict(), "scheduler_state": scheduler.state_dict(),
-                    "scaler_state": scaler.state_dict(), "best": best, "best_state": best_state,
-                    "mlflow_run_id": run_id, "history": history}, paths.checkpoint.with_suffix(".partial"))
-        paths.checkpoint.with_suffix(".partial").replace(paths.checkpoint)
+    # system/* metrics (CPU, memory, GPU) sampled beside the epochs, in the same run
+    with tracker.system_metrics(resume=start_epoch > 0):
+        for epoch in range(start_epoch, epochs):
+            started = time.perf_counter()
+            epoch_seed = derive_seed(seed, str(epoch))
+            seed_everything(epoch_seed)
+            transforms.set_random_state(seed=epoch_seed % 2**32)
+            if frozen_epochs:
+                # only the new head learns at first, so its random gradients do not wreck the transferred features
+                set_encoder_trainable(net, trainable=epoch >= frozen_epochs)
+            net.train()
+            losses, n_seen = [], 0
+            for batch in loader:
+                inputs, targets = task.inputs_targets(batch, dev)
+                if seen_example is None:  # the first augmented batch, for the "what it saw" grid
+                    seen_example = inputs[:8].detach().float().cpu().numpy()
+                with autocast(dev, amp):
+                    loss = task.loss(net(inputs), targets)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                losses.append(loss.detach())
+                n_seen += inputs.shape[0]
+            scheduler.step()
+            # One host sync per epoch, not per step: .item() inside the loop would stall the GPU each batch.
+            metrics = {"train_loss": torch.stack(losses).mean().item(), "lr": optimizer.param_groups[0]["lr"]}
+            if (epoch + 1) % train_cfg["val_every"] == 0 or epoch + 1 == epochs:
+                val_metrics, score = task.validate(net, dev, amp)
+                metrics |= val_metrics
+                if not math.isnan(score) and score > best:
+                    best = score
+                    best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+            elapsed = time.perf_counter() - started
+            metrics |= {"epoch_time_s": elapsed, "samples_per_s": n_seen / elapsed}
+            history.append({"epoch": epoch + 1, **metrics})
+            tracker.log_metrics(metrics, step=epoch + 1)
+            log.info("epoch %d/%d " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()), epoch + 1, epochs)
+            torch.save({"epoch": epoch, "fingerprint": fingerprint, "model_state": net.state_dict(),
+                        "optimizer_state": optimizer.state_dict(), "scheduler_state": scheduler.state_dict(),
+                        "scaler_state": scaler.state_dict(), "best": best, "best_state": best_state,
+                        "mlflow_run_id": run_id, "history": history}, paths.checkpoint.with_suffix(".partial"))
+            paths.checkpoint.with_suffix(".partial").replace(paths.checkpoint)
 
     if best_state is not None:
         net.load_state_dict(best_state)

@@ -1,11 +1,13 @@
 # Config loading, the dataset list and input functions shared by all rules.
+import os
 import shutil
 import subprocess
+import uuid
 
 from snakemake.exceptions import WorkflowError
 
 from sciconv.config import ConfigError, load_dataset, load_global
-from sciconv.tracking import ensure_store, tracking_uri
+from sciconv.tracking import SNAKEMAKE_RUN_ID, ensure_store, tracking_uri
 
 # The global config file sciconv's own commands should read: the one given to Snakemake.
 GLOBAL_CONFIG = workflow.configfiles[-1] if workflow.configfiles else "config/config.yaml"
@@ -18,6 +20,9 @@ except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
 RESULTS = SCICONV["results_dir"]
+# One id per `snakemake` invocation, tagged on every MLflow run it touches (jobs inherit the
+# environment; an environment variable, not a rule param, so it never triggers a rerun).
+os.environ.setdefault(SNAKEMAKE_RUN_ID, uuid.uuid4().hex)
 ENV = "../envs/sciconv.yaml"
 
 

@@ -1,0 +1,127 @@
+"""Faults survived: SIGKILL mid-epoch, a full disk, a read-only results folder."""
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import psutil
+import pytest
+import torch
+import yaml
+from conftest import REPO, shrunk_ccd_config
+
+
+def snakemake(project, env, *args, **kwargs):
+    return subprocess.Popen(["snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(project), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, **kwargs)
+
+
+def training_process(project):
+    """The `sciconv train` process Snakemake started for this project, or None."""
+    for process in psutil.process_iter(["cmdline", "cwd"]):
+        command = process.info["cmdline"] or []
+        if "train" in command and any(part.endswith("sciconv") for part in command) and \
+                process.info["cwd"] == str(project):
+            return process
+    return None
+
+
+def completed_epochs(checkpoint) -> int:
+    try:
+        return torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"] + 1
+    except (FileNotFoundError, EOFError, RuntimeError):
+        return 0
+
+
+def numeric(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+@pytest.mark.e2e
+def test_sigkill_mid_epoch_resumes_to_the_uninterrupted_metrics(project, tool_env, tmp_path_factory):
+    cfg = shrunk_ccd_config(n_frames=12, size=64, epochs=6)
+    cfg["explain"]["n_samples"] = 1
+    (project / "config/datasets/ccd_micro.yaml").write_text(yaml.safe_dump(cfg))
+    interrupted = tmp_path_factory.mktemp("interrupted")
+    shutil.copytree(project / "config", interrupted / "config")
+
+    # the reference: one uninterrupted run
+    reference = snakemake(project, tool_env, "--cores", "2")
+    out, _ = reference.communicate(timeout=900)
+    assert reference.returncode == 0, out[-3000:]
+
+    # the same run, its training killed with SIGKILL once two epochs are saved (the third is under way)
+    first = snakemake(interrupted, tool_env, "--cores", "2")
+    checkpoint = interrupted / "results/ccd_micro/model/last.pt"
+    deadline = time.monotonic() + 600
+    while completed_epochs(checkpoint) < 2:
+        assert first.poll() is None and time.monotonic() < deadline, "training ended before it could be killed"
+        time.sleep(0.05)
+    victim = training_process(interrupted)
+    assert victim is not None
+    os.kill(victim.pid, signal.SIGKILL)
+    out, _ = first.communicate(timeout=300)
+    assert first.returncode != 0
+    killed_at = completed_epochs(checkpoint)
+    assert 2 <= killed_at < 6 and not (interrupted / "results/ccd_micro/model/model.pt").exists()
+
+    # rerunning snakemake resumes from the checkpoint and says from which epoch
+    second = snakemake(interrupted, tool_env, "--cores", "2")
+    out, _ = second.communicate(timeout=900)
+    assert second.returncode == 0, out[-3000:]
+    log = (interrupted / "logs/train/ccd_micro.log").read_text()
+    assert f"resuming from {checkpoint.relative_to(interrupted)} at epoch {killed_at + 1} of 6" in log
+
+    # same seed: the same split, and (on CPU) the same test metrics to 1e-6
+    split = lambda root: json.loads((root / "results/ccd_micro/split.json").read_text())  # noqa: E731
+    assert split(project) == split(interrupted)
+    metrics = lambda root: numeric(json.loads((root / "results/ccd_micro/metrics.json").read_text()))  # noqa: E731
+    expected, resumed = metrics(project), metrics(interrupted)
+    assert expected.keys() == resumed.keys()
+    for key, value in expected.items():
+        assert resumed[key] == pytest.approx(value, abs=1e-6), key
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A 2 MB tmpfs (needs root and mount; skipped elsewhere), unmounted afterwards."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.decode().strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def sciconv(project, env, *args):
+    return subprocess.run(["sciconv", *args], cwd=project, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_full_disk_and_read_only_results_give_clear_errors(project, tool_env, small_filesystem):
+    config = yaml.safe_load((project / "config/config.yaml").read_text())
+    (project / "config/config.yaml").write_text(yaml.safe_dump(config | {"results_dir": str(small_filesystem)}))
+    (project / "config/datasets/ccd_micro.yaml").write_text(yaml.safe_dump(shrunk_ccd_config(n_frames=6, size=64)))
+    assert sciconv(project, tool_env, "simulate", "ccd_micro").returncode == 0
+    # fill the disk but for a few kB: the HDF5 store cannot be written
+    filler = small_filesystem / "filler"
+    with open(filler, "wb", buffering=0) as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 4096)
+        except OSError as err:
+            assert err.errno == errno.ENOSPC
+    run = sciconv(project, tool_env, "ingest", "ccd_micro")
+    assert run.returncode != 0, run.stderr[-2000:]
+    assert "no space left on the device" in run.stderr and "results_dir" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not (small_filesystem / "ccd_micro/ingested.h5").exists()  # nothing half-written left as complete
+
+    filler.unlink()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_filesystem)], check=True)
+    run = sciconv(project, tool_env, "ingest", "ccd_micro")
+    assert run.returncode != 0 and "cannot write" in run.stderr and "Traceback" not in run.stderr, run.stderr[-2000:]
