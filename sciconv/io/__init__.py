@@ -55,7 +55,22 @@ def read(path: Path | str, as_suffix: str | None = None) -> tuple[np.ndarray, di
         return read_dicom_series(path)
     if not path.is_file():
         raise ReadError(f"{path}: file not found")
-    return reader_for(Path(f"file{as_suffix}") if as_suffix else path)(path)
+    reader = reader_for(Path(f"file{as_suffix}") if as_suffix else path)
+    try:
+        image, meta = reader(path)
+    except ReadError:
+        raise
+    except MemoryError as err:
+        raise ReadError(f"{path}: declares an array larger than this machine's memory; "
+                        "the header is corrupt or the file needs a machine with more memory") from err
+    except Exception as err:  # noqa: BLE001 - the boundary with third-party parsers of untrusted bytes
+        # A damaged file makes pydicom, nibabel, astropy, h5py or numpy raise whatever their parser
+        # meets (struct.error, zlib.error, KeyError, IndexError, ...); the user gets one error naming the file.
+        raise ReadError(f"{path}: not readable as {reader.__name__.removeprefix('read_')} "
+                        f"({type(err).__name__}: {err})") from err
+    if not isinstance(image, np.ndarray) or not np.issubdtype(image.dtype, np.number):
+        raise ReadError(f"{path}: holds no numeric image (found {getattr(image, 'dtype', type(image))})")
+    return image, meta
 
 
 def read_mask(path: Path | str, as_suffix: str | None = None) -> np.ndarray:
