@@ -50,7 +50,40 @@ def pick_device(requested: str):
         raise RuntimeError("device: cuda was requested but no CUDA GPU is visible; set device: auto or cpu")
     if requested == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
-    return torch.device("cuda")
+    return torch.device("cuda", claim_gpu(torch.cuda.device_count()))
+
+
+_claimed: dict[int, object] = {}
+
+
+def claim_gpu(n_devices: int, lock_dir: Path | str | None = None) -> int:
+    """The index of a GPU no other sciconv process on this machine holds, held until this process ends.
+
+    Snakemake caps concurrent GPU jobs at the number of GPUs but does not say which job gets
+    which device (it sets no CUDA_VISIBLE_DEVICES), so every job would otherwise land on cuda:0.
+    Each job takes an exclusive lock file per device; the operating system drops the lock when
+    the process exits, also after a kill. Under a scheduler that already restricts the visible
+    devices (SLURM sets CUDA_VISIBLE_DEVICES) there is one device and this returns 0.
+    """
+    import fcntl
+
+    if n_devices <= 1:
+        return 0
+    if _claimed:
+        return next(iter(_claimed))
+    folder = Path(lock_dir or os.environ.get("SCICONV_GPU_LOCK_DIR", tempfile.gettempdir()))
+    for index in range(n_devices):
+        handle = open(folder / f"sciconv-gpu{index}.lock", "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        _claimed[index] = handle  # kept open: closing it would release the device
+        log.info("using GPU %d of %d (the others are held by other sciconv jobs)", index, n_devices)
+        return index
+    log.warning("all %d GPUs are held by other sciconv jobs; sharing GPU 0", n_devices)
+    return 0
 
 
 def sha256_file(path: Path | str, block: int = 1 << 20) -> str:

@@ -125,3 +125,27 @@ def test_full_disk_and_read_only_results_give_clear_errors(project, tool_env, sm
     subprocess.run(["mount", "-o", "remount,ro", str(small_filesystem)], check=True)
     run = sciconv(project, tool_env, "ingest", "ccd_micro")
     assert run.returncode != 0 and "cannot write" in run.stderr and "Traceback" not in run.stderr, run.stderr[-2000:]
+
+
+def test_concurrent_gpu_jobs_each_take_their_own_device(tmp_path):
+    """Snakemake caps GPU jobs at the GPU count but sets no CUDA_VISIBLE_DEVICES: jobs pick distinct devices."""
+    import sys
+
+    claim = ("import sys, time\n"
+             "from sciconv.runtime import claim_gpu\n"
+             f"print(claim_gpu(3, {str(tmp_path)!r}), flush=True)\n"
+             "time.sleep(float(sys.argv[1]))\n")
+    holders = [subprocess.Popen([sys.executable, "-c", claim, "30"], stdout=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    try:
+        taken = sorted(int(h.stdout.readline()) for h in holders)
+        assert taken == [0, 1]
+        third = subprocess.run([sys.executable, "-c", claim, "0"], capture_output=True, text=True, timeout=60)
+        assert third.stdout.strip() == "2"
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait()
+    # a killed holder's device is free again
+    again = subprocess.run([sys.executable, "-c", claim, "0"], capture_output=True, text=True, timeout=60)
+    assert again.stdout.strip() == "0"
