@@ -13,7 +13,9 @@ Simulator, in order (numbers and sources; see also shared/science.md):
   - Tumour (in a configurable share of subjects), centred in white matter: a necrotic core,
     an enhancing rim and surrounding edema, each the level set of a distance to the centre
     perturbed by smooth noise, so the shape is irregular; BraTS labels 1 necrotic core,
-    2 edema, 4 enhancing tumour (Menze et al. 2015, IEEE TMI 34:1993).
+    2 edema, 4 enhancing tumour (Menze et al. 2015, IEEE TMI 34:1993). Edema thins outward: its
+    share of a voxel falls from 1 next to the core to `edema_fade` at its border, so its edge is
+    only faintly bright, as vasogenic edema's is.
   - Contrasts from the spin-echo signal equation S = PD (1 - exp(-TR/T1)) exp(-TE/T2) and, for
     FLAIR, the inversion-recovery magnitude |1 - 2 exp(-TI/T1) + exp(-TR/T1)|. Normal tissue
     at 3 T: WM T1 1084 ms T2 69 ms, GM T1 1820 ms T2 99 ms (Stanisz et al. 2005, MRM 54:507);
@@ -92,6 +94,9 @@ SCHEMAS = {
             "necrotic_fraction": {**_range, "default": [0.1, 0.75],
                                   "description": "necrotic radius over core radius; 0 = no necrosis"},
             "irregularity": {"type": "number", "minimum": 0, "maximum": 0.6, "default": 0.25},
+            "edema_fade": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5,
+                           "description": "edema's free-water share at its outer border, relative to next to "
+                                          "the core (1: uniform edema)"},
             "wm_hyperintensities": {"type": "number", "minimum": 0, "default": 2.0,
                                     "description": "mean number (Poisson) of small white-matter lesions per subject, "
                                                    "bright on T2 and FLAIR, not enhancing and not labelled: "
@@ -253,8 +258,11 @@ def tissue_maps(rng: np.random.Generator, points: np.ndarray, src: dict) -> dict
         points.shape[1:]) for name in ("gm", "wm", "csf")}
 
 
-def tumour_labels(rng: np.random.Generator, points: np.ndarray, tissue: dict, src: dict) -> np.ndarray:
-    """BraTS label volume (0, 1, 2, 4) of one irregular tumour centred in white matter."""
+def tumour_labels(rng: np.random.Generator, points: np.ndarray, tissue: dict,
+                  src: dict) -> tuple[np.ndarray, np.ndarray]:
+    """BraTS label volume (0, 1, 2, 4) of one irregular tumour centred in white matter, and the
+    edema's strength per voxel: its share of free water, 1 at the core falling to src['edema_fade']
+    at its outer border (vasogenic edema thins outward, so its edge is only faintly bright)."""
     shape = points.shape[1:]
     candidates = np.argwhere(ndimage.binary_erosion(tissue["wm"] > 0.6, iterations=2))
     if not len(candidates):
@@ -273,7 +281,9 @@ def tumour_labels(rng: np.random.Generator, points: np.ndarray, tissue: dict, sr
     labels[(edema_d < edema_r) & brain & (tissue["csf"] < 0.5)] = EDEMA
     labels[(core_d < core_r) & brain] = ENHANCING
     labels[(core_d < necrotic_r) & brain] = NECROTIC
-    return labels
+    depth = np.clip((edema_d - core_r) / max(edema_r - core_r, 1e-6), 0, 1)
+    strength = np.where(labels == EDEMA, 1 - (1 - src["edema_fade"]) * depth, 1.0).astype(np.float32)
+    return labels, strength
 
 
 def white_matter_lesions(rng: np.random.Generator, points: np.ndarray, tissue: dict, src: dict) -> np.ndarray:
@@ -287,8 +297,8 @@ def white_matter_lesions(rng: np.random.Generator, points: np.ndarray, tissue: d
     return lesions & (tissue["wm"] > 0.3)
 
 
-def contrast_images(tissue: dict, labels: np.ndarray, contrasts: list[str],
-                    wm_lesions: np.ndarray | None = None) -> np.ndarray:
+def contrast_images(tissue: dict, labels: np.ndarray, contrasts: list[str], wm_lesions: np.ndarray | None = None,
+                    edema_strength: np.ndarray | None = None) -> np.ndarray:
     """(C, *shape) noise-free images: each voxel the tissue-fraction-weighted signal (partial volume)."""
     fractions = dict(tissue)
     lesion = {"necrotic": labels == NECROTIC, "edema": labels == EDEMA, "enhancing": labels == ENHANCING}
@@ -296,6 +306,8 @@ def contrast_images(tissue: dict, labels: np.ndarray, contrasts: list[str],
         lesion["edema"] = lesion["edema"] | (wm_lesions & (labels == 0))
     # a lesion's boundary shares its voxel with the tissue it replaces
     soft = {name: ndimage.gaussian_filter(m.astype(np.float32), 0.7) for name, m in lesion.items()}
+    if edema_strength is not None:  # thin edema: part edema, part the tissue it soaks
+        soft["edema"] = soft["edema"] * edema_strength
     total = sum(soft.values())
     healthy = np.clip(1 - total, 0, 1)
     fractions = {k: v * healthy for k, v in fractions.items()} | soft
@@ -325,8 +337,12 @@ def simulate_subject(rng: np.random.Generator, src: dict, has_tumour: bool):
     fine_shape = tuple(s * f for s, f in zip(shape, factors))
     points = world_points(fine_shape, fine_affine)
     tissue = tissue_maps(rng, points, src)
-    labels = tumour_labels(rng, points, tissue, src) if has_tumour else np.zeros(fine_shape, np.uint8)
-    clean = contrast_images(tissue, labels, src["contrasts"], white_matter_lesions(rng, points, tissue, src))
+    if has_tumour:
+        labels, edema_strength = tumour_labels(rng, points, tissue, src)
+    else:
+        labels, edema_strength = np.zeros(fine_shape, np.uint8), None
+    clean = contrast_images(tissue, labels, src["contrasts"], white_matter_lesions(rng, points, tissue, src),
+                            edema_strength)
     clean = block_mean(clean, factors)
     # labels at each voxel's centre sample (the annotator's view of a thick slice)
     labels = labels[tuple(slice(f // 2, None, f) for f in factors)][tuple(slice(0, s) for s in shape)]

@@ -41,6 +41,7 @@ def count_gpus():
 
 N_GPUS = count_gpus()
 TRAIN_ON_GPU = SCICONV["device"] == "cuda" or (SCICONV["device"] == "auto" and N_GPUS > 0)
+TRAIN_THREADS = SCICONV["train_threads"] or (workflow.cores if TRAIN_ON_GPU else max(1, workflow.cores // 2))
 if "gpu" not in workflow.global_resources:
     # Locally Snakemake treats an undeclared resource as unlimited; cap it at the GPUs present
     # (at least one when CUDA is requested) so GPU jobs never share a device by accident.

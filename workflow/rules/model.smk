@@ -15,7 +15,7 @@ rule train:
         global_config=GLOBAL_CONFIG,
     log:
         "logs/train/{dataset}.log",
-    threads: 2
+    threads: TRAIN_THREADS
     resources:
         gpu=1 if TRAIN_ON_GPU else 0,
     conda:
