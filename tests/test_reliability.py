@@ -149,3 +149,31 @@ def test_concurrent_gpu_jobs_each_take_their_own_device(tmp_path):
     # a killed holder's device is free again
     again = subprocess.run([sys.executable, "-c", claim, "0"], capture_output=True, text=True, timeout=60)
     assert again.stdout.strip() == "0"
+
+
+@pytest.mark.e2e
+def test_six_datasets_in_parallel_share_one_fresh_sqlite_store(project, tool_env):
+    """--cores 4 over six datasets against a store that does not exist yet: every run is logged, none fails."""
+    names = [f"ccd_{letter}" for letter in "abcdef"]
+    cfg = shrunk_ccd_config(n_frames=6, size=32, epochs=1)
+    cfg["train"].update(patch_size=[16, 16], batch_size=4)
+    cfg["explain"]["n_samples"] = 1
+    for name in names:
+        (project / f"config/datasets/{name}.yaml").write_text(yaml.safe_dump(cfg))
+    config = yaml.safe_load((project / "config/config.yaml").read_text())
+    (project / "config/config.yaml").write_text(yaml.safe_dump(config | {"datasets": names, "train_threads": 1}))
+    assert not (project / "results/mlflow.db").exists()
+    run = snakemake(project, tool_env, "--cores", "4")
+    out, _ = run.communicate(timeout=1200)
+    assert run.returncode == 0, out[-4000:]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project}/results/mlflow.db")
+    for name in names:
+        metrics = json.loads((project / f"results/{name}/metrics.json").read_text())
+        logged = client.get_run(metrics["mlflow_run_id"])
+        assert logged.data.tags["dataset"] == name and logged.info.status == "FINISHED"
+        assert logged.data.metrics["test_dice_mean"] == pytest.approx(metrics["dice_mean"])
+        assert len(client.list_artifacts(logged.info.run_id, "saliency")) == 1
+    # a busy store may make a job wait and retry (logged as "store busy"), never fail
+    assert sum(len(client.search_runs([e.experiment_id])) for e in client.search_experiments()) == len(names)
