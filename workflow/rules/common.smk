@@ -41,7 +41,20 @@ def count_gpus():
 
 N_GPUS = count_gpus()
 TRAIN_ON_GPU = SCICONV["device"] == "cuda" or (SCICONV["device"] == "auto" and N_GPUS > 0)
-TRAIN_THREADS = SCICONV["train_threads"] or (workflow.cores if TRAIN_ON_GPU else max(1, workflow.cores // 2))
+
+
+def train_threads():
+    """train_threads, else all --cores on a GPU (one job per GPU) and half of them on CPU."""
+    if SCICONV["train_threads"]:
+        return SCICONV["train_threads"]
+    try:
+        cores = workflow.cores
+    except WorkflowError:
+        return 2  # a cluster executor defines no local core count; each job gets its own allocation
+    return cores if TRAIN_ON_GPU else max(1, cores // 2)
+
+
+TRAIN_THREADS = train_threads()
 if "gpu" not in workflow.global_resources:
     # Locally Snakemake treats an undeclared resource as unlimited; cap it at the GPUs present
     # (at least one when CUDA is requested) so GPU jobs never share a device by accident.
