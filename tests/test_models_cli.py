@@ -130,3 +130,23 @@ def test_bad_inputs_fail_with_every_reason_or_are_skipped_and_listed(project, ca
 
         with StoreReader(ingested) as store:
             assert len(store.ids) == 10 and store.attrs["n_rejected"] == 2
+
+
+def test_training_shows_a_progress_bar_on_a_terminal_only(monkeypatch):
+    import io as text_io
+
+    from sciconv.steps.train import progress_bar
+
+    class Terminal(text_io.StringIO):
+        def isatty(self):
+            return True
+
+    batches = [1, 2, 3]
+    monkeypatch.setattr("sys.stderr", text_io.StringIO())
+    assert progress_bar(batches, 0, 5) is batches  # a log file: one line per epoch instead
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    bar = progress_bar(batches, 1, 5)
+    assert list(bar) == batches
+    bar.close()
+    assert "epoch 2/5" in terminal.getvalue() and "batch" in terminal.getvalue()

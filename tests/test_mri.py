@@ -216,6 +216,16 @@ def test_mri_demos_run_through_the_workflow(project, tool_env):
     assert [a.path for a in client.list_artifacts(run_id, "saliency")]  # the 3D montages
     assert "evaluation/per_sample_metrics.csv" in {a.path for a in client.list_artifacts(run_id, "evaluation")}
 
+    # predict on a raw file: the mask comes back on that file's grid, with BraTS values
+    source = sorted((seg / "raw").glob("subject_*[0-9].nii.gz"))[0]
+    predicted = subprocess.run(["sciconv", "predict", "--model", str(seg / "model"), str(source), "--out",
+                                str(project / "predictions")], capture_output=True, text=True, env=tool_env,
+                               cwd=project, timeout=300)
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    (mask,) = (project / "predictions").glob("*_mask.nii.gz")
+    assert np.allclose(nib.load(mask).affine, nib.load(source).affine) and nib.load(mask).shape == nib.load(source).shape[:3]
+    assert set(np.unique(np.asarray(nib.load(mask).dataobj))) <= {0, 1, 2, 4}
+
     cls = json.loads((project / "results/mri_cls_micro/metrics.json").read_text())
     assert {"auroc", "baseline_auroc", "sensitivity", "specificity", "saliency_hit_rate", "n_test"} <= set(cls)
     assert list((project / "results/mri_cls_micro/saliency").glob("*.png"))

@@ -29,6 +29,8 @@ def test_workflow_produces_every_output_and_logs_to_mlflow(project, tool_env):
         assert (root / name).is_file(), name
     for step in ("simulate", "ingest", "split", "preprocess", "train", "evaluate", "explain"):
         assert (project / f"logs/{step}/ccd_micro.log").is_file(), step
+    epoch_lines = [line for line in (project / "logs/train/ccd_micro.log").read_text().splitlines() if " epoch " in line]
+    assert len(epoch_lines) == 2 and all("samples_per_s=" in line and " eta=" in line for line in epoch_lines)
     summary = (project / "results/summary.md").read_text()
     assert "| ccd_micro | ccd | segmentation | unet | dice_mean |" in summary
     assert "ccd_micro/saliency/" in (project / "results/summary.html").read_text()

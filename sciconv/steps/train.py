@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 import time
 
 import numpy as np
@@ -63,6 +64,16 @@ def set_encoder_trainable(net: torch.nn.Module, trainable: bool) -> None:
     head = models.output_head(net)
     for name, parameter in net.named_parameters():
         parameter.requires_grad = trainable or name.startswith(head + ".")
+
+
+def progress_bar(loader, epoch: int, epochs: int):
+    """A tqdm bar over the epoch's batches on a terminal (batch, loss, samples/s, ETA); the bare loader
+    in a non-interactive log, which gets one line per epoch instead."""
+    if not sys.stderr.isatty():
+        return loader
+    from tqdm import tqdm
+
+    return tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False, dynamic_ncols=True)
 
 
 def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None) -> None:
@@ -163,7 +174,8 @@ def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None
                 set_encoder_trainable(net, trainable=epoch >= frozen_epochs)
             net.train()
             losses, n_seen = [], 0
-            for batch in loader:
+            bar = progress_bar(loader, epoch, epochs)
+            for step, batch in enumerate(bar, start=1):
                 inputs, targets = task.inputs_targets(batch, dev)
                 if seen_example is None:  # the first augmented batch, for the "what it saw" grid
                     seen_example = inputs[:8].detach().float().cpu().numpy()
@@ -175,6 +187,9 @@ def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None
                 scaler.update()
                 losses.append(loss.detach())
                 n_seen += inputs.shape[0]
+                if bar is not loader and step % 10 == 1:  # a terminal only; .item() syncs, so not every step
+                    bar.set_postfix(loss=f"{loss.item():.4f}",
+                                    samples_s=f"{n_seen / (time.perf_counter() - started):.1f}")
             scheduler.step()
             # One host sync per epoch, not per step: .item() inside the loop would stall the GPU each batch.
             metrics = {"train_loss": torch.stack(losses).mean().item(), "lr": optimizer.param_groups[0]["lr"]}
@@ -188,7 +203,9 @@ def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None
             metrics |= {"epoch_time_s": elapsed, "samples_per_s": n_seen / elapsed}
             history.append({"epoch": epoch + 1, **metrics})
             tracker.log_metrics(metrics, step=epoch + 1)
-            log.info("epoch %d/%d " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()), epoch + 1, epochs)
+            remaining = (epochs - epoch - 1) * float(np.mean([h["epoch_time_s"] for h in history[-5:]]))
+            log.info("epoch %d/%d " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()) + " eta=%s",
+                     epoch + 1, epochs, time.strftime("%H:%M:%S", time.gmtime(remaining)))
             torch.save({"epoch": epoch, "fingerprint": fingerprint, "model_state": net.state_dict(),
                         "optimizer_state": optimizer.state_dict(), "scheduler_state": scheduler.state_dict(),
                         "scaler_state": scaler.state_dict(), "best": best, "best_state": best_state,
