@@ -113,6 +113,11 @@ class Tracker:
             yield monitor
         finally:
             monitor.finish()
+            # One sample at the end as well: a training shorter than the sampling interval would
+            # otherwise have no system metrics at all.
+            monitor.collect_metrics()
+            monitor.publish_metrics(monitor.aggregate_metrics())
+            monitor.mlflow_logger.flush()
 
     def log_params(self, params: dict) -> None:
         from mlflow.entities import Param

@@ -155,15 +155,15 @@ def test_concurrent_gpu_jobs_each_take_their_own_device(tmp_path):
 def test_six_datasets_in_parallel_share_one_fresh_sqlite_store(project, tool_env):
     """--cores 4 over six datasets against a store that does not exist yet: every run is logged, none fails."""
     names = [f"ccd_{letter}" for letter in "abcdef"]
-    cfg = shrunk_ccd_config(n_frames=6, size=32, epochs=1)
-    cfg["train"].update(patch_size=[16, 16], batch_size=4)
-    cfg["explain"]["n_samples"] = 1
+    cfg = shrunk_ccd_config(n_frames=12, size=64, epochs=1)
+    cfg["source"]["events_per_frame"]["alpha"] = 1.0  # so that each dataset's 12 frames hold every class
     for name in names:
         (project / f"config/datasets/{name}.yaml").write_text(yaml.safe_dump(cfg))
     config = yaml.safe_load((project / "config/config.yaml").read_text())
     (project / "config/config.yaml").write_text(yaml.safe_dump(config | {"datasets": names, "train_threads": 1}))
     assert not (project / "results/mlflow.db").exists()
-    run = snakemake(project, tool_env, "--cores", "4")
+    # up to evaluate: training and evaluation are the steps that write to the store
+    run = snakemake(project, tool_env, "--cores", "4", *[f"results/{name}/metrics.json" for name in names])
     out, _ = run.communicate(timeout=1200)
     assert run.returncode == 0, out[-4000:]
     from mlflow.tracking import MlflowClient
@@ -174,6 +174,37 @@ def test_six_datasets_in_parallel_share_one_fresh_sqlite_store(project, tool_env
         logged = client.get_run(metrics["mlflow_run_id"])
         assert logged.data.tags["dataset"] == name and logged.info.status == "FINISHED"
         assert logged.data.metrics["test_dice_mean"] == pytest.approx(metrics["dice_mean"])
-        assert len(client.list_artifacts(logged.info.run_id, "saliency")) == 1
+        assert {"evaluation", "checkpoint", "plots"} <= {a.path for a in client.list_artifacts(logged.info.run_id)}
     # a busy store may make a job wait and retry (logged as "store busy"), never fail
     assert sum(len(client.search_runs([e.experiment_id])) for e in client.search_experiments()) == len(names)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("step", ["ingest", "preprocess"])
+def test_sigkill_during_a_data_step_leaves_no_output_that_looks_complete(project, tool_env, step):
+    cfg = shrunk_ccd_config(n_frames=160, size=64, epochs=1)
+    (project / "config/datasets/ccd_micro.yaml").write_text(yaml.safe_dump(cfg))
+    root = project / "results/ccd_micro"
+    output = root / f"{step}ed.h5" if step == "ingest" else root / "preprocessed.h5"
+    for before in ("simulate", "ingest", "split", "preprocess"):
+        if before == step:
+            break
+        assert sciconv(project, tool_env, before, "ccd_micro").returncode == 0
+    job = subprocess.Popen(["sciconv", step, "ccd_micro"], cwd=project, env=tool_env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial = output.with_suffix(".h5.partial")
+    deadline = time.monotonic() + 120
+    while not (partial.exists() and partial.stat().st_size > 30_000):  # well into the files
+        assert job.poll() is None and time.monotonic() < deadline, f"{step} ended before it could be killed"
+        time.sleep(0.02)
+    job.send_signal(signal.SIGKILL)
+    job.wait(timeout=60)
+    assert not output.exists()  # the half-written store keeps its temporary name
+    # the workflow redoes the step
+    rerun = snakemake(project, tool_env, "--cores", "2", str(output.relative_to(project)))
+    out, _ = rerun.communicate(timeout=900)
+    assert rerun.returncode == 0, out[-3000:]
+    import h5py
+
+    with h5py.File(output, "r") as store:
+        assert len(store["samples"]) == 160
