@@ -2,6 +2,7 @@
 
 import pytest
 import yaml
+from conftest import REPO
 
 from sciconv.config import ConfigError, load_dataset, load_global
 
@@ -74,3 +75,19 @@ def test_shipped_configs_are_valid():
     g = load_global(REPO / "config/config.yaml")
     for name in g["datasets"]:
         assert load_dataset(str(REPO / "config/datasets" / f"{name}.yaml"), g).cfg["domain"]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "config/datasets").glob("*_full.yaml")), ids=lambda p: p.stem)
+def test_full_size_configs_are_valid_and_their_networks_take_their_inputs(path):
+    """The realistic-scale configs (for a GPU) load, and the network's arithmetic fits their patches."""
+    from sciconv import models
+
+    ds = load_dataset(str(path), load_global(REPO / "config/config.yaml"))
+    assert ds.name.endswith("_full") and ds.cfg["source"]["kind"] == "simulate"
+    train = ds.cfg["train"]
+    if ds.cfg["task"] == "segmentation" or train["object_crops"]:  # trained on patches of this size
+        size = train["patch_size"]
+        args = models.model_args(ds.cfg["model"], len(size), ds.domain.input_channels(ds.cfg), len(ds.class_names))
+        models.check_input_size(args, size)
+        whole = ds.cfg["preprocess"].get("size")
+        assert whole is None or all(p <= w for p, w in zip(size, whole))
