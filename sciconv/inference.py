@@ -30,6 +30,12 @@ def autocast(device: torch.device, enabled: bool = True):
     return torch.autocast("cuda", dtype=dtype)
 
 
+def pad_to_multiple(array: np.ndarray, multiple: int, leading: int = 1) -> np.ndarray:
+    """Zero-pad the spatial axes (those after the first `leading`) at their far end to a multiple of
+    `multiple`: a whole image through a U-Net needs sizes its downsampling divides."""
+    return np.pad(array, [(0, 0)] * leading + [(0, -s % multiple) for s in array.shape[leading:]])
+
+
 @torch.no_grad()
 def segment_logits(net: torch.nn.Module, images: torch.Tensor, patch_size, device: torch.device,
                    amp: bool = True) -> torch.Tensor:

@@ -133,6 +133,13 @@ def predicted_vs_true(out_dir: Path, truth: np.ndarray, predicted: np.ndarray, b
     return _save(fig, out_dir / "predicted_vs_true.png")
 
 
+def _middle(array: np.ndarray) -> np.ndarray:
+    """A 2D view of a 2D or 3D array: the middle slice along the leading axes."""
+    while array.ndim > 2:
+        array = array[array.shape[0] // 2]
+    return array
+
+
 def augmented_samples(out_dir: Path, images: np.ndarray, title: str, per_row: int = 4) -> Path:
     """A grid of training inputs after augmentation (first channel; the middle slice of 3D inputs)."""
     n = min(len(images), 2 * per_row)
@@ -143,20 +150,10 @@ def augmented_samples(out_dir: Path, images: np.ndarray, title: str, per_row: in
         ax.axis("off")
         if i >= n:
             continue
-        plane = images[i, 0]
-        while plane.ndim > 2:
-            plane = plane[plane.shape[0] // 2]
-        ax.imshow(plane, cmap="gray")
+        ax.imshow(_middle(images[i, 0]), cmap="gray")
         ax.set_title(f"sample {i}" + (" (middle slice)" if images.ndim > 4 else ""), fontsize=8)
     fig.suptitle(f"what the network saw: augmented training inputs, {title}")
     return _save(fig, out_dir / "augmented_samples.png")
-
-
-def _middle(array: np.ndarray) -> np.ndarray:
-    """A 2D view of a 2D or 3D array: the middle slice along the leading axes."""
-    while array.ndim > 2:
-        array = array[array.shape[0] // 2]
-    return array
 
 
 def first_layer_filters(out_dir: Path, net, title: str, max_filters: int = 32, max_inputs: int = 4) -> Path:
@@ -193,7 +190,9 @@ def feature_maps(out_dir: Path, net, image: np.ndarray, title: str, n_layers: in
     """
     import torch
 
-    image = np.pad(image, [(0, 0)] + [(0, -s % multiple) for s in image.shape[1:]])
+    from sciconv.inference import pad_to_multiple
+
+    image = pad_to_multiple(image, multiple)
     convs = [(name, m) for name, m in net.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))]
     picks = [convs[i] for i in sorted({round(i * (len(convs) - 2) / max(n_layers - 1, 1)) for i in range(n_layers)})]
     saved = {}

@@ -51,10 +51,11 @@ def class_saliency(net: nn.Module, image: np.ndarray, prediction: np.ndarray, nu
     up, and the maps are cropped back.
     """
     shape = prediction.shape
-    padding = [(0, 0)] + [(0, -s % multiple) for s in shape]
-    if any(after for _, after in padding):
-        maps = class_saliency(net, np.pad(image, padding), np.pad(prediction, padding[1:]), num_classes, method,
-                              target_layer, patch_size)
+    if any(s % multiple for s in shape):
+        from sciconv.inference import pad_to_multiple
+
+        maps = class_saliency(net, pad_to_multiple(image, multiple), pad_to_multiple(prediction, multiple, leading=0),
+                              num_classes, method, target_layer, patch_size)
         return {c: m[tuple(slice(0, s) for s in shape)] for c, m in maps.items()}
     from monai.visualize import GradCAM, OcclusionSensitivity
 

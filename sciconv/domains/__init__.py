@@ -9,7 +9,8 @@ A domain module provides, and is the only place that knows:
   input_channels(cfg) -> channels the preprocessed image has (cfg: the resolved dataset config)
   augment_transforms(params, keys) -> list of MONAI random dictionary transforms
   baseline(image, attrs, cfg) -> prediction of the classical method (cfg: the resolved dataset config)
-optionally DISPLAY_CHANNEL, the channel name saliency montages are drawn over (attrs["channels"] names them).
+optionally SAMPLE_COUNT_KEY, the source key giving the simulator's number of samples (for progress), and
+DISPLAY_CHANNEL, the channel name saliency montages are drawn over (attrs["channels"] names them).
 
 Adding a domain is adding a module here and a dataset YAML that names it.
 """

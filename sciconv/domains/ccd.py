@@ -42,6 +42,8 @@ _num = {"type": "number"}
 _pos = {"type": "number", "exclusiveMinimum": 0}
 _nonneg = {"type": "number", "minimum": 0}
 
+SAMPLE_COUNT_KEY = "n_frames"  # the source key that says how many files the simulator writes
+
 SCHEMAS = {
     "source": {
         "type": "object",

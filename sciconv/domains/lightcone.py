@@ -48,6 +48,8 @@ TARGETS = ["zeta", "log10_tvir", "r_max"]
 _pos = {"type": "number", "exclusiveMinimum": 0}
 _prior = {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}
 
+SAMPLE_COUNT_KEY = "n_samples"  # the source key that says how many files the simulator writes
+
 SCHEMAS = {
     "source": {
         "type": "object", "additionalProperties": False,

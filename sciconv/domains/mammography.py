@@ -51,6 +51,8 @@ MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"  # Digital Mammography X-Ray
 _pos = {"type": "number", "exclusiveMinimum": 0}
 _range = {"type": "array", "items": {"type": "number", "minimum": 0}, "minItems": 2, "maxItems": 2}
 
+SAMPLE_COUNT_KEY = "n_patients"  # the source key that says how many files the simulator writes
+
 SCHEMAS = {
     "source": {
         "type": "object", "additionalProperties": False,

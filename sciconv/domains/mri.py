@@ -1,6 +1,7 @@
 """Brain MRI: 3D tumour segmentation (BraTS labels) and tumour/no-tumour classification from NIfTI.
 
-Everything MRI-specific lives here: the simulator, the preprocessing (RAS, spacing,
+Everything MRI-specific lives here (the signal equations and the template anatomy in
+_mr_physics.py): the simulator, the preprocessing (RAS, spacing,
 head crop, z-score within the head), 3D augmentation and the classical baseline
 (FLAIR hyperintensity plus morphology).
 
@@ -36,11 +37,16 @@ Simulator, in order (numbers and sources; see also shared/science.md):
 from __future__ import annotations
 
 import json
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+from skimage.measure import block_reduce
+
+# the MR signal equations and the anatomy live in _mr_physics.py (TISSUES is re-exported for the tests)
+from sciconv.domains._mr_physics import (  # noqa: F401
+    TISSUES, bias_field, rician, signal, smooth_field, subject_grid, tissue_maps, world_points,
+)
 
 TASKS = ("segmentation", "classification")
 CLASS_NAMES = {"segmentation": ["background", "necrotic_core", "edema", "enhancing"],
@@ -49,24 +55,13 @@ NECROTIC, EDEMA, ENHANCING = 1, 2, 4  # BraTS label values in the files
 CONTRASTS = ("t1", "t1gd", "t2", "flair")
 DISPLAY_CHANNEL = "flair"  # saliency montages are drawn over it: the whole tumour shows there
 
-# (TR, TE, TI) in ms; TI 0 = spin echo. FLAIR's TI nulls CSF: TI ~ T1_csf ln 2 when TR >> T1.
-SEQUENCES = {"t1": (500.0, 10.0, 0.0), "t1gd": (500.0, 10.0, 0.0), "t2": (4000.0, 100.0, 0.0),
-             "flair": (9000.0, 100.0, 2500.0)}
-# proton density (relative), T1 ms, T2 ms, gadolinium mM (in T1Gd only)
-TISSUES = {
-    "csf": (1.00, 4000.0, 2000.0, 0.0),
-    "gm": (0.80, 1820.0, 99.0, 0.0),
-    "wm": (0.69, 1084.0, 69.0, 0.0),
-    "necrotic": (0.95, 2800.0, 400.0, 0.0),
-    "edema": (0.90, 1800.0, 200.0, 0.0),
-    "enhancing": (0.85, 1500.0, 110.0, 0.3),
-}
-GADOLINIUM_R1 = 3.6e-3  # per mM per ms at 3 T
 CHANNEL_NAMES_PREFIX = "channels="
 
 _pos = {"type": "number", "exclusiveMinimum": 0}
 _range = {"type": "array", "items": {"type": "number", "minimum": 0}, "minItems": 2, "maxItems": 2}
 _voxel = {"type": "array", "items": _pos, "minItems": 3, "maxItems": 3}
+
+SAMPLE_COUNT_KEY = "n_subjects"  # the source key that says how many files the simulator writes
 
 SCHEMAS = {
     "source": {
@@ -157,107 +152,7 @@ DEFAULTS = {
 }
 
 
-# --------------------------------------------------------------------------- physics
-def signal(tissue: str, contrast: str) -> float:
-    """Noise-free signal of a tissue in a contrast (relative units)."""
-    pd, t1, t2, gad = TISSUES[tissue]
-    tr, te, ti = SEQUENCES[contrast]
-    if contrast == "t1gd" and gad > 0:
-        t1 = 1.0 / (1.0 / t1 + GADOLINIUM_R1 * gad)
-    recovery = abs(1 - 2 * np.exp(-ti / t1) + np.exp(-tr / t1)) if ti > 0 else 1 - np.exp(-tr / t1)
-    return float(pd * recovery * np.exp(-te / t2))
-
-
-def rician(rng: np.random.Generator, clean: np.ndarray, sigma: float) -> np.ndarray:
-    """Magnitude of the signal plus complex Gaussian noise: Rician in tissue, Rayleigh where clean is 0."""
-    real = clean + rng.normal(0, sigma, clean.shape)
-    imaginary = rng.normal(0, sigma, clean.shape)
-    return np.hypot(real, imaginary)
-
-
-def smooth_field(rng: np.random.Generator, shape: tuple[int, ...], control_points: int = 5) -> np.ndarray:
-    """A smooth random field of unit sd: Gaussian values on a coarse grid, interpolated cubically."""
-    coarse = rng.normal(0, 1, (control_points,) * len(shape))
-    # cubic up to a quarter of the size, then linear: as smooth to the eye, 20x cheaper than cubic all the way
-    quarter = [max(control_points, s // 4) for s in shape]
-    field = ndimage.zoom(coarse, [q / control_points for q in quarter], order=3, mode="nearest")
-    field = ndimage.zoom(field, [s / q for s, q in zip(shape, field.shape)], order=1, mode="nearest")
-    field = np.pad(field, [(0, max(0, s - f)) for s, f in zip(shape, field.shape)], mode="edge")
-    field = field[tuple(slice(0, s) for s in shape)]
-    return (field - field.mean()) / max(field.std(), 1e-6)
-
-
-def bias_field(rng: np.random.Generator, shape: tuple[int, ...], low: float, high: float) -> np.ndarray:
-    """A smooth multiplicative field spanning [low, high] over the volume."""
-    field = smooth_field(rng, shape, control_points=3)
-    field = (field - field.min()) / max(np.ptp(field), 1e-6)
-    return low + (high - low) * field
-
-
-@cache
-def template() -> dict:
-    """The MNI ICBM152 2009 maps at 1 mm from nilearn's package: GM, WM, CSF probabilities and the affine."""
-    from nilearn import datasets
-
-    gm_img = datasets.load_mni152_gm_template(resolution=1)
-    gm = np.asarray(gm_img.get_fdata(), np.float32).clip(0, 1)
-    wm = np.asarray(datasets.load_mni152_wm_template(resolution=1).get_fdata(), np.float32).clip(0, 1)
-    brain = np.asarray(datasets.load_mni152_brain_mask(resolution=1).get_fdata(), np.float32) > 0
-    csf = np.where(brain, np.clip(1 - gm - wm, 0, 1), 0).astype(np.float32)
-    # outside the brain mask nothing is tissue (skull-stripped, as BraTS volumes are)
-    gm, wm = gm * brain, wm * brain
-    corners = np.argwhere(brain)
-    lo, hi = corners.min(0), corners.max(0)
-    affine = gm_img.affine
-    return {"gm": gm, "wm": wm, "csf": csf, "affine": affine,
-            "bbox_mm": (affine[:3, :3] @ lo + affine[:3, 3], affine[:3, :3] @ hi + affine[:3, 3])}
-
-
-def rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
-    angles = np.deg2rad(rng.uniform(-max_deg, max_deg, 3))
-    cx, cy, cz = np.cos(angles)
-    sx, sy, sz = np.sin(angles)
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
-def subject_grid(voxel_mm: np.ndarray, margin_mm: float = 12.0) -> tuple[tuple[int, int, int], np.ndarray]:
-    """(shape, RAS affine) of a grid covering the template brain plus a margin at this voxel size."""
-    lo, hi = template()["bbox_mm"]
-    lo, hi = lo - margin_mm, hi + margin_mm
-    shape = tuple(int(np.ceil((h - l) / v)) for l, h, v in zip(lo, hi, voxel_mm))
-    affine = np.eye(4)
-    affine[:3, :3] = np.diag(voxel_mm)
-    affine[:3, 3] = lo + voxel_mm / 2
-    return shape, affine
-
-
-def world_points(shape, affine: np.ndarray) -> np.ndarray:
-    """(3, *shape) world coordinates (mm) of every voxel centre."""
-    index = np.indices(shape, dtype=np.float32).reshape(3, -1)
-    return (affine[:3, :3] @ index + affine[:3, 3:4]).reshape(3, *shape).astype(np.float32)
-
-
-def tissue_maps(rng: np.random.Generator, points: np.ndarray, src: dict) -> dict[str, np.ndarray]:
-    """The template's tissue probabilities pulled back through this subject's deformation."""
-    tpl = template()
-    centre = np.mean(tpl["bbox_mm"], axis=0).astype(np.float32)[:, None]
-    # subject -> template: undo this subject's scaling and rotation about the brain centre
-    scale = rng.uniform(*src["scale"], 3)
-    linear = np.diag(1 / scale) @ rotation(rng, src["rotation_deg"]).T
-    shift = rng.normal(0, 3.0, 3)[:, None]
-    flat = points.reshape(3, -1)
-    moved = linear.astype(np.float32) @ (flat - centre) + centre - shift.astype(np.float32)
-    if src["deformation_mm"] > 0:
-        moved += np.stack([smooth_field(rng, points.shape[1:]).ravel() for _ in range(3)]) * src["deformation_mm"]
-    inverse = np.linalg.inv(tpl["affine"])
-    index = inverse[:3, :3] @ moved + inverse[:3, 3:4]
-    return {name: ndimage.map_coordinates(tpl[name], index, order=1, mode="constant", cval=0.0).reshape(
-        points.shape[1:]) for name in ("gm", "wm", "csf")}
-
-
+# --------------------------------------------------------------------------- tumour and images
 def tumour_labels(rng: np.random.Generator, points: np.ndarray, tissue: dict,
                   src: dict) -> tuple[np.ndarray, np.ndarray]:
     """BraTS label volume (0, 1, 2, 4) of one irregular tumour centred in white matter, and the
@@ -314,16 +209,6 @@ def contrast_images(tissue: dict, labels: np.ndarray, contrasts: list[str], wm_l
     return np.stack([sum(fractions[t] * signal(t, c) for t in fractions) for c in contrasts]).astype(np.float32)
 
 
-def block_mean(volume: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
-    """Mean over blocks of factors voxels along each axis (the last axes of volume)."""
-    lead = volume.shape[: volume.ndim - len(factors)]
-    spatial = volume.shape[volume.ndim - len(factors):]
-    trimmed = volume[(...,) + tuple(slice(0, s // f * f) for s, f in zip(spatial, factors))]
-    shape = lead + sum(((s // f, f) for s, f in zip(spatial, factors)), ())
-    axes = tuple(len(lead) + 2 * i + 1 for i in range(len(factors)))
-    return trimmed.reshape(shape).mean(axis=axes)
-
-
 def simulate_subject(rng: np.random.Generator, src: dict, has_tumour: bool):
     """(image (C, x, y, z) in RAS, labels (x, y, z), RAS affine, attributes) of one subject."""
     voxel = np.asarray(src["voxel_sizes_mm"][rng.integers(len(src["voxel_sizes_mm"]))], float)
@@ -343,7 +228,7 @@ def simulate_subject(rng: np.random.Generator, src: dict, has_tumour: bool):
         labels, edema_strength = np.zeros(fine_shape, np.uint8), None
     clean = contrast_images(tissue, labels, src["contrasts"], white_matter_lesions(rng, points, tissue, src),
                             edema_strength)
-    clean = block_mean(clean, factors)
+    clean = block_reduce(clean, (1, *factors), np.mean)
     # labels at each voxel's centre sample (the annotator's view of a thick slice)
     labels = labels[tuple(slice(f // 2, None, f) for f in factors)][tuple(slice(0, s) for s in shape)]
     field = bias_field(rng, clean.shape[1:], *src["bias_field"])
@@ -419,17 +304,13 @@ def input_channels(cfg: dict) -> int:
 
 def head_mask(image: np.ndarray) -> np.ndarray:
     """The head (brain, for skull-stripped scans): Otsu on the mean of the channels, holes filled, largest part."""
-    from skimage import filters, measure
+    from monai.transforms.utils import get_largest_connected_component_mask
+    from skimage import filters
 
     mean = image.mean(0)
     foreground = mean > filters.threshold_otsu(mean)
     foreground = ndimage.binary_closing(foreground, iterations=2)
-    components = measure.label(foreground)
-    if components.max() > 1:
-        sizes = np.bincount(components.ravel())
-        sizes[0] = 0
-        foreground = components == int(np.argmax(sizes))
-    return ndimage.binary_fill_holes(foreground)
+    return ndimage.binary_fill_holes(get_largest_connected_component_mask(foreground))
 
 
 def preprocess(image: np.ndarray, meta: dict, params: dict, mask: np.ndarray | None = None):
@@ -507,7 +388,8 @@ def baseline(image: np.ndarray, attrs: dict, cfg: dict):
     Segmentation: the region found, labelled edema (the method finds whole tumour, not its parts).
     Classification: the volume found in ml, as the score.
     """
-    from skimage import measure, morphology
+    from monai.transforms.utils import get_largest_connected_component_mask
+    from skimage import morphology
 
     params = cfg["baseline"]
     names = list(attrs.get("channels") or [])
@@ -517,12 +399,7 @@ def baseline(image: np.ndarray, attrs: dict, cfg: dict):
     bright = ndimage.binary_opening(bright, structure=morphology.ball(1))
     min_voxels = int(params["min_volume_ml"] * 1000 / np.prod(spacing))
     bright = morphology.remove_small_objects(bright, max_size=max(min_voxels - 1, 0))
-    components = measure.label(bright)
-    if components.max() > 1:
-        sizes = np.bincount(components.ravel())
-        sizes[0] = 0
-        bright = components == int(np.argmax(sizes))
-    bright = ndimage.binary_fill_holes(bright)
+    bright = ndimage.binary_fill_holes(get_largest_connected_component_mask(bright))
     if cfg["task"] == "classification":
         return float(bright.sum() * np.prod(spacing) / 1000)
     class_names = cfg.get("classes") or CLASS_NAMES["segmentation"]

@@ -15,7 +15,7 @@ def run(ds: DatasetConfig) -> None:
     if source["kind"] != "simulate":
         raise ValueError(f"{ds.path}: source.kind is {source['kind']!r}; only 'simulate' datasets are simulated")
     paths = DatasetPaths(ds.results_dir)
-    n = source.get("n_frames") or source.get("n_samples") or source.get("n_patients") or source.get("n_subjects")
+    n = source.get(getattr(ds.domain, "SAMPLE_COUNT_KEY", ""))
     log.info("simulating %s samples of domain %s into %s", n, ds.cfg["domain"], paths.raw)
     rows = ds.domain.simulate(source, paths.raw, derive_seed(ds.seed, ds.name, "simulate"),
                               progress=Progress("simulate", n or 0))
