@@ -69,6 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_step(step: str, ds, args) -> None:
+    from sciconv import distributed
+
+    if step == "train" and distributed.should_launch(ds.cfg["gpus"]):
+        # the same command again, as gpus processes under torchrun
+        argv = ["train", str(ds.path), "--config", args.config] + (["--verbose"] if args.verbose else [])
+        argv += (["--device", args.device] if args.device else []) + (["--threads", str(args.threads)] if args.threads else [])
+        if distributed.launch(ds.cfg["gpus"], argv) != 0:
+            raise RuntimeError(f"data-parallel training of {ds.name} failed; the processes' errors are above")
+        return
     module = importlib.import_module(f"sciconv.steps.{step}")
     kwargs = {}
     if step in ("train", "evaluate"):

@@ -78,18 +78,27 @@ def test_hdf5_round_trip_keeps_the_cone_and_its_attributes(tmp_path):
     assert meta["axes"] == "x, y, line of sight" and meta["box_length_mpc"] == 160.0
 
 
-def test_augmentation_never_touches_the_line_of_sight():
+@pytest.mark.parametrize("executor", ["batched", "monai"])
+def test_augmentation_never_touches_the_line_of_sight(executor):
     from monai.transforms import Compose
 
+    from sciconv.augment import BatchAugment, monai_transforms
+
     params = schema_defaults(lc.SCHEMAS["augment"]) | {"prob": 1.0}
-    transforms = Compose(lc.augment_transforms(params, keys=("image",)))
+    specs = lc.augment_specs(params)
+    assert {s["kind"] for s in specs} == {"flip", "rot90", "roll"}
+    transforms = Compose(monai_transforms(specs, keys=("image",)))
     transforms.set_random_state(seed=0)
+    batched, generator = BatchAugment(specs), torch.Generator().manual_seed(0)
     cone = torch.from_numpy(np.random.default_rng(0).normal(size=(1, 8, 8, 20)).astype(np.float32))
     cone[..., 5] += 10.0  # a marked slice
     profile = cone.sum(dim=(0, 1, 2))
     changed_sky = False
     for _ in range(20):
-        out = torch.as_tensor(transforms({"image": cone.clone()})["image"])
+        if executor == "monai":
+            out = torch.as_tensor(transforms({"image": cone.clone()})["image"])
+        else:
+            out = batched(cone[None].clone(), None, generator, torch.arange(1), 1)[0][0]
         assert out.shape == cone.shape
         # every LOS slice keeps its content (a permutation of its pixels) and its place
         torch.testing.assert_close(out.sum(dim=(0, 1, 2)), profile, rtol=1e-5, atol=1e-4)

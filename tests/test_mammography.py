@@ -156,9 +156,11 @@ def test_each_imbalance_strategy_weighs_the_rare_class():
     focal = build_loss("focal", labels, 2, 2.0)(logits, target).item()
     # missing the rare positive costs more when it is weighted; focal loss shrinks the easy negatives' share
     assert weighted > plain and 0 < focal < plain
-    sampler = data.balanced_sampler(labels, 2)
-    torch.manual_seed(0)
-    epochs = [np.array(labels)[list(iter(sampler))] for _ in range(50)]
+    from sciconv.batches import epoch_plan
+
+    weights = data.inverse_frequency_weights(labels, 2)[np.asarray(labels)]
+    generator = torch.Generator().manual_seed(0)
+    epochs = [np.array(labels)[torch.cat(epoch_plan(len(labels), 8, generator, weights)).numpy()] for _ in range(50)]
     # an epoch is as long as the data, but draws the 10%-class about half the time
     assert all(len(e) == 20 for e in epochs) and np.concatenate(epochs).mean() == pytest.approx(0.5, abs=0.05)
 

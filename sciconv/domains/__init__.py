@@ -7,7 +7,8 @@ A domain module provides, and is the only place that knows:
   simulate(cfg, out_dir, seed) -> list of manifest rows
   preprocess(image, meta, params, mask=None) -> (image, mask, attrs)   the mask follows any crop or resize
   input_channels(cfg) -> channels the preprocessed image has (cfg: the resolved dataset config)
-  augment_transforms(params, keys) -> list of MONAI random dictionary transforms
+  augment_specs(params) -> list of augmentation specs (sciconv.augment: run batched on the device in
+                          training, or as MONAI transforms by sciconv.augment.monai_transforms)
   baseline(image, attrs, cfg) -> prediction of the classical method (cfg: the resolved dataset config)
 optionally SAMPLE_COUNT_KEY, the source key giving the simulator's number of samples (for progress), and
 DISPLAY_CHANNEL, the channel name saliency montages are drawn over (attrs["channels"] names them).

@@ -406,19 +406,17 @@ def preprocess(image: np.ndarray, meta: dict, params: dict, mask: np.ndarray | N
     return scale(electrons, params).astype(np.float32), mask, {"noise_e": noise}
 
 
-def augment_transforms(params: dict, keys=("image", "mask")) -> list:
+def augment_specs(params: dict) -> list[dict]:
     """Flips and 90-degree turns only: a CCD's pixels are square and its physics isotropic in the plane.
 
     No intensity jitter: the deposited charge is the energy, the cue that tells
     tritium from the 5.9 keV line; rescaling it would teach the net to ignore it.
     """
-    from monai.transforms import RandFlipd, RandRotate90d
-
     out = []
     if params["flip"]:
-        out += [RandFlipd(keys, prob=params["prob"], spatial_axis=0), RandFlipd(keys, prob=params["prob"], spatial_axis=1)]
+        out += [{"kind": "flip", "prob": params["prob"], "axis": axis} for axis in (0, 1)]
     if params["rotate90"]:
-        out.append(RandRotate90d(keys, prob=params["prob"], max_k=3))
+        out.append({"kind": "rot90", "prob": params["prob"], "axes": [0, 1]})
     return out
 
 

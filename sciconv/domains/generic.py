@@ -62,17 +62,15 @@ def preprocess(image: np.ndarray, meta: dict, params: dict, mask: np.ndarray | N
     return out, mask, {}
 
 
-def augment_transforms(params: dict, keys=("image", "mask")) -> list:
-    from monai.transforms import RandFlipd, RandRotate90d, RandScaleIntensityd, RandShiftIntensityd
-
+def augment_specs(params: dict) -> list[dict]:
     out = []
     if params["flip"]:
-        out += [RandFlipd(keys, prob=params["prob"], spatial_axis=0), RandFlipd(keys, prob=params["prob"], spatial_axis=1)]
+        out += [{"kind": "flip", "prob": params["prob"], "axis": axis} for axis in (0, 1)]
     if params["rotate90"]:
-        out.append(RandRotate90d(keys, prob=params["prob"], max_k=3))
+        out.append({"kind": "rot90", "prob": params["prob"], "axes": [0, 1]})
     if params["intensity"] > 0:
-        out += [RandScaleIntensityd("image", factors=params["intensity"], prob=params["prob"]),
-                RandShiftIntensityd("image", offsets=params["intensity"], prob=params["prob"])]
+        out += [{"kind": "scale_intensity", "prob": params["prob"], "factor": params["intensity"]},
+                {"kind": "shift_intensity", "prob": params["prob"], "offset": params["intensity"]}]
     return out
 
 

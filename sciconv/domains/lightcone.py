@@ -290,54 +290,21 @@ def preprocess(image: np.ndarray, meta: dict, params: dict, mask: np.ndarray | N
     return cone[None], mask, {}
 
 
-def sky_roll_transform(keys, prob: float):
-    """A MONAI random dictionary transform: periodic shifts along the two sky axes, never the LOS.
-
-    Built here so that importing the domain does not import MONAI; it is Randomizable, so the
-    training loop's per-epoch seeding reaches it like every other random transform.
-    """
-    import torch
-    from monai.transforms import MapTransform, RandomizableTransform
-
-    class RandSkyRolld(RandomizableTransform, MapTransform):
-        def __init__(self):
-            RandomizableTransform.__init__(self, prob)
-            MapTransform.__init__(self, keys)
-            self.shifts = (0, 0)
-
-        def randomize(self, shape) -> None:
-            super().randomize(None)
-            self.shifts = (int(self.R.randint(shape[0])), int(self.R.randint(shape[1])))
-
-        def __call__(self, sample):
-            out = dict(sample)
-            first = out[self.first_key(out)]
-            self.randomize(first.shape[1:3])
-            if not self._do_transform:
-                return out
-            for key in self.key_iterator(out):
-                out[key] = torch.roll(torch.as_tensor(out[key]), shifts=self.shifts, dims=(1, 2))
-            return out
-
-    return RandSkyRolld()
-
-
-def augment_transforms(params: dict, keys=("image",)) -> list:
+def augment_specs(params: dict) -> list[dict]:
     """Flips, 90-degree turns and periodic rolls in the sky plane only.
 
     The line of sight (the last axis) is also time: flipping or rotating it would run
-    reionization backwards, so every transform here acts on axes 1 and 2 of (C, x, y, los).
+    reionization backwards, so every transform here acts on axes 0 and 1 of (x, y, los).
+    The sky plane of a simulation box is periodic, so a roll is a new, equally valid cone.
     """
-    from monai.transforms import RandFlipd, RandRotate90d
-
     prob = params["prob"]
     out = []
     if params["flip"]:
-        out += [RandFlipd(keys, prob=prob, spatial_axis=0), RandFlipd(keys, prob=prob, spatial_axis=1)]
+        out += [{"kind": "flip", "prob": prob, "axis": axis} for axis in (0, 1)]
     if params["rotate90"]:
-        out.append(RandRotate90d(keys, prob=prob, max_k=3, spatial_axes=(0, 1)))
+        out.append({"kind": "rot90", "prob": prob, "axes": [0, 1]})
     if params["roll"]:
-        out.append(sky_roll_transform(keys, prob))
+        out.append({"kind": "roll", "prob": prob, "axes": [0, 1]})
     return out
 
 

@@ -452,7 +452,7 @@ def preprocess(image: np.ndarray, meta: dict, params: dict, mask: np.ndarray | N
     return out[None], mask, {"breast_fraction": float(inside.mean())}
 
 
-def augment_transforms(params: dict, keys=("image",)) -> list:
+def augment_specs(params: dict) -> list[dict]:
     """Geometric and intensity jitter that keeps microcalcifications intact.
 
     Never: blurring or smoothing, zooming out, elastic deformation, cutout/erasing or lossy
@@ -460,23 +460,20 @@ def augment_transforms(params: dict, keys=("image",)) -> list:
     moves them off the lesion, turning a positive image into a negative one that is still
     labelled positive. Rotations and scalings are small and bilinear.
     """
-    from monai.transforms import (RandAdjustContrastd, RandAffined, RandFlipd, RandGaussianNoised,
-                                  RandScaleIntensityd, RandShiftIntensityd)
-
     prob = params["prob"]
     out = []
     if params["flip_vertical"]:  # top-bottom: the chest wall stays on the left
-        out.append(RandFlipd(keys, prob=prob, spatial_axis=0))
+        out.append({"kind": "flip", "prob": prob, "axis": 0})
     if params["rotate_degrees"] > 0 or params["scale"] > 0:
-        out.append(RandAffined(keys, prob=prob, rotate_range=math.radians(params["rotate_degrees"]),
-                               scale_range=params["scale"], mode="bilinear", padding_mode="border"))
+        out.append({"kind": "affine", "prob": prob, "rotate": math.radians(params["rotate_degrees"]),
+                    "scale": params["scale"], "padding": "border"})
     if params["contrast_gamma"][1] > params["contrast_gamma"][0]:
-        out.append(RandAdjustContrastd("image", prob=prob, gamma=tuple(params["contrast_gamma"])))
+        out.append({"kind": "gamma", "prob": prob, "gamma": list(params["contrast_gamma"])})
     if params["intensity"] > 0:
-        out += [RandScaleIntensityd("image", factors=params["intensity"], prob=prob),
-                RandShiftIntensityd("image", offsets=params["intensity"], prob=prob)]
+        out += [{"kind": "scale_intensity", "prob": prob, "factor": params["intensity"]},
+                {"kind": "shift_intensity", "prob": prob, "offset": params["intensity"]}]
     if params["noise_std"] > 0:
-        out.append(RandGaussianNoised("image", prob=prob, std=params["noise_std"]))
+        out.append({"kind": "noise", "prob": prob, "std": params["noise_std"]})
     return out
 
 

@@ -354,30 +354,23 @@ def preprocess(image: np.ndarray, meta: dict, params: dict, mask: np.ndarray | N
     return volume, out_mask, attrs
 
 
-def augment_transforms(params: dict, keys=("image",)) -> list:
+def augment_specs(params: dict) -> list[dict]:
     """Random 3D augmentation after the cache: affine, flips, bias field, noise, gamma, optional elastic."""
-    from monai.transforms import (RandAdjustContrastd, RandAffined, RandBiasFieldd, RandFlipd, RandGaussianNoised,
-                                  Rand3DElasticd)
-
-    keys = list(keys)
     prob = params["prob"]
-    modes = ["bilinear", "nearest"][: len(keys)]
     out = []
     if params["rotate_deg"] > 0 or params["scale"] > 0:
-        angle = np.deg2rad(params["rotate_deg"])
-        out.append(RandAffined(keys, prob=prob, rotate_range=[angle] * 3, scale_range=[params["scale"]] * 3,
-                               mode=modes, padding_mode="zeros"))
+        out.append({"kind": "affine", "prob": prob, "rotate": float(np.deg2rad(params["rotate_deg"])),
+                    "scale": params["scale"], "padding": "zeros"})
     if params["elastic"]:
-        out.append(Rand3DElasticd(keys, sigma_range=(5, 8), magnitude_range=(50, 150), prob=prob, mode=modes,
-                                  padding_mode="zeros"))
+        out.append({"kind": "elastic", "prob": prob, "sigma": [5, 8], "magnitude": [50, 150]})
     if params["flip"]:
-        out += [RandFlipd(keys, prob=prob, spatial_axis=axis) for axis in range(3)]
+        out += [{"kind": "flip", "prob": prob, "axis": axis} for axis in range(3)]
     if params["bias_field"] > 0:
-        out.append(RandBiasFieldd("image", coeff_range=(0.0, params["bias_field"]), prob=prob))
+        out.append({"kind": "bias_field", "prob": prob, "coeff": [0.0, params["bias_field"]]})
     if params["gamma"][0] != 1 or params["gamma"][1] != 1:
-        out.append(RandAdjustContrastd("image", prob=prob, gamma=tuple(params["gamma"])))
+        out.append({"kind": "gamma", "prob": prob, "gamma": list(params["gamma"])})
     if params["noise_std"] > 0:
-        out.append(RandGaussianNoised("image", prob=prob, std=params["noise_std"]))
+        out.append({"kind": "noise", "prob": prob, "std": params["noise_std"]})
     return out
 
 

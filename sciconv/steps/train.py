@@ -11,6 +11,7 @@ resumed from last.pt sees exactly the batches an uninterrupted run would.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -20,7 +21,8 @@ import time
 import numpy as np
 import torch
 
-from sciconv import __version__, data, models, plots
+from sciconv import __version__, data, distributed, models, plots
+from sciconv.augment import BatchAugment
 from sciconv.config import ConfigError, DatasetConfig, flatten
 from sciconv.inference import autocast, load_checkpoint
 from sciconv.paths import DatasetPaths
@@ -76,7 +78,19 @@ def progress_bar(loader, epoch: int, epochs: int):
     return tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False, dynamic_ncols=True)
 
 
+def memory_format_for(dev: torch.device, spatial_dims: int, train_cfg: dict):
+    """channels-last memory, by default for 2D convolutions on a GPU (cuDNN's fastest bf16 kernels want
+    NHWC); None keeps PyTorch's default layout."""
+    channels_last = train_cfg["channels_last"]
+    if channels_last is None:
+        channels_last = dev.type == "cuda" and spatial_dims == 2
+    if not channels_last:
+        return None
+    return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
+
+
 def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None) -> None:
+    world = distributed.current()
     paths = DatasetPaths(ds.results_dir)
     cfg, train_cfg = ds.cfg, ds.cfg["train"]
     if cfg["task"] == "segmentation" and not models.is_segmenter(cfg["model"]["name"]):
@@ -86,8 +100,9 @@ def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None
         raise ConfigError(f"{ds.path}: key model.name: {cfg['model']['name']!r} is a segmenter; "
                           f"{cfg['task']} needs an image-level network such as densenet121 or resnet18")
     dev = pick_device(device or ds.global_cfg["device"])
+    distributed.start(world, dev)
     if dev.type == "cpu":
-        torch.set_num_threads(train_cfg["num_threads"] or threads or torch.get_num_threads())
+        torch.set_num_threads(max(1, (train_cfg["num_threads"] or threads or torch.get_num_threads()) // world.size))
     else:
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels once
     amp = train_cfg["amp"] and dev.type == "cuda"
@@ -113,10 +128,9 @@ def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None
         except ModelURIError as err:
             raise ConfigError(f"{ds.path}: key init_from: {err}") from err
         log.info("initialised from %s; %d tensors start fresh: %s", cfg["init_from"], len(fresh), ", ".join(fresh[:6]))
-    augment_keys = ("image", "mask") if cfg["task"] == "segmentation" else ("image",)
-    augment = ds.domain.augment_transforms(cfg["augment"], keys=augment_keys)
     try:
-        loader, transforms = task.train_loader(augment)
+        augment = BatchAugment(ds.domain.augment_specs(cfg["augment"]))
+        batches = task.train_batches(augment, dev, world.rank, world.size)
     except ValueError as err:
         raise ConfigError(f"{ds.path}: {err}") from err
     optimizer = build_optimizer(net.parameters(), train_cfg)
@@ -141,58 +155,62 @@ def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None
             log.info("resuming from %s at epoch %d of %d", paths.checkpoint, start_epoch + 1, epochs)
         else:
             log.info("ignoring %s: it was written for a different config", paths.checkpoint)
+    memory_format = memory_format_for(dev, spatial_dims, train_cfg)
+    if memory_format is not None:
+        net = net.to(memory_format=memory_format)
+    model = distributed.wrap(net, world, dev)
+    net = model.module if world.size > 1 else model  # the plain network: validation, checkpoints, export
+    # torch.compile is off unless asked: its compile time pays off only on long runs
+    forward = torch.compile(model) if train_cfg["compile"] else model
 
-    tracker = Tracker(tracking_uri(ds.global_cfg), ds.global_cfg["results_dir"], ds.name)
-    tags = {"dataset": ds.name, "domain": cfg["domain"], "task": cfg["task"], "model": cfg["model"]["name"],
-            "sciconv_version": __version__, "git_commit": git_commit(), "device": str(dev)}
-    run_id = tracker.start(run_id, tags=tags, run_name=f"{ds.name}-train")
-    if start_epoch == 0:
-        with StoreReader(paths.preprocessed) as store:
-            n_rejected = store.attrs.get("n_rejected", 0)
-        tracker.log_params(flatten(cfg) | {"seed": ds.seed, "device": str(dev), "n_train": len(train_records),
-                                           "n_rejected_inputs": n_rejected,
-                                           "n_val": len(val_records), "n_parameters": sum(p.numel() for p in net.parameters())})
-        tracker.log_dict(cfg, "config/resolved_config.json")
-        tracker.log_artifact(paths.split, "split")
-        statistics = data.dataset_statistics({"train": train_records, "val": val_records}, class_names, cfg["task"])
-        tracker.log_dict(statistics, "data/statistics.json")
-        tracker.log_dataset(ds.name, paths.preprocessed, split, statistics)
+    tracker = Tracker(tracking_uri(ds.global_cfg), ds.global_cfg["results_dir"], ds.name) if world.is_main else None
+    if tracker is not None:
+        run_id = start_tracking(tracker, ds, dev, net, run_id, start_epoch, paths, split, train_records, val_records,
+                                world.size)
 
     seen_example = None
     frozen_epochs = train_cfg["freeze_encoder_epochs"] if cfg["init_from"] else 0
     if frozen_epochs and models.is_segmenter(args["name"]):
         raise ConfigError(f"{ds.path}: key train.freeze_encoder_epochs: freezing applies to image-level networks")
     # system/* metrics (CPU, memory, GPU) sampled beside the epochs, in the same run
-    with tracker.system_metrics(resume=start_epoch > 0):
+    with tracker.system_metrics(resume=start_epoch > 0) if tracker else contextlib.nullcontext():
         for epoch in range(start_epoch, epochs):
             started = time.perf_counter()
             epoch_seed = derive_seed(seed, str(epoch))
             seed_everything(epoch_seed)
-            transforms.set_random_state(seed=epoch_seed % 2**32)
+            batches.set_epoch(epoch_seed)
             if frozen_epochs:
                 # only the new head learns at first, so its random gradients do not wreck the transferred features
                 set_encoder_trainable(net, trainable=epoch >= frozen_epochs)
-            net.train()
-            losses, n_seen = [], 0
-            bar = progress_bar(loader, epoch, epochs)
-            for step, batch in enumerate(bar, start=1):
-                inputs, targets = task.inputs_targets(batch, dev)
+            model.train()
+            losses, n_seen, waited = [], 0, 0.0
+            bar = progress_bar(batches, epoch, epochs) if world.is_main else batches
+            step_end = time.perf_counter()
+            for step, (inputs, targets) in enumerate(bar, start=1):
+                waited += time.perf_counter() - step_end  # the host assembling this batch: the model was idle
+                if memory_format is not None:
+                    inputs = inputs.contiguous(memory_format=memory_format)
                 if seen_example is None:  # the first augmented batch, for the "what it saw" grid
                     seen_example = inputs[:8].detach().float().cpu().numpy()
                 with autocast(dev, amp):
-                    loss = task.loss(net(inputs), targets)
+                    loss = task.loss(forward(inputs), targets)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
                 losses.append(loss.detach())
-                n_seen += inputs.shape[0]
-                if bar is not loader and step % 10 == 1:  # a terminal only; .item() syncs, so not every step
+                n_seen += inputs.shape[0] * world.size
+                if bar is not batches and step % 10 == 1:  # a terminal only; .item() syncs, so not every step
                     bar.set_postfix(loss=f"{loss.item():.4f}",
                                     samples_s=f"{n_seen / (time.perf_counter() - started):.1f}")
+                step_end = time.perf_counter()
             scheduler.step()
+            trained = time.perf_counter() - started
             # One host sync per epoch, not per step: .item() inside the loop would stall the GPU each batch.
-            metrics = {"train_loss": torch.stack(losses).mean().item(), "lr": optimizer.param_groups[0]["lr"]}
+            train_loss = distributed.mean_across(torch.stack(losses).mean(), world).item()
+            if not world.is_main:
+                continue
+            metrics = {"train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"]}
             if (epoch + 1) % train_cfg["val_every"] == 0 or epoch + 1 == epochs:
                 val_metrics, score = task.validate(net, dev, amp)
                 metrics |= val_metrics
@@ -200,7 +218,8 @@ def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None
                     best = score
                     best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
             elapsed = time.perf_counter() - started
-            metrics |= {"epoch_time_s": elapsed, "samples_per_s": n_seen / elapsed}
+            metrics |= {"epoch_time_s": elapsed, "samples_per_s": n_seen / trained,
+                        "data_wait_fraction": waited / trained}
             history.append({"epoch": epoch + 1, **metrics})
             tracker.log_metrics(metrics, step=epoch + 1)
             remaining = (epochs - epoch - 1) * float(np.mean([h["epoch_time_s"] for h in history[-5:]]))
@@ -212,8 +231,45 @@ def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None
                         "mlflow_run_id": run_id, "history": history}, paths.checkpoint.with_suffix(".partial"))
             paths.checkpoint.with_suffix(".partial").replace(paths.checkpoint)
 
+    distributed.stop(world)
+    if not world.is_main:
+        return
+    if world.size > 1:  # export a plain network (no SyncBatchNorm, no DDP wrapper)
+        plain = models.build(args)
+        plain.load_state_dict(net.state_dict())
+        net = plain.to(dev)
     if best_state is not None:
         net.load_state_dict(best_state)
+    net = net.to(memory_format=torch.contiguous_format)
+    finish(ds, task, net, args, dev, amp, best, run_id, history, tracker, paths, train_records, seen_example)
+
+
+def start_tracking(tracker: Tracker, ds: DatasetConfig, dev, net, run_id, start_epoch: int, paths: DatasetPaths,
+                   split: dict, train_records: list[dict], val_records: list[dict], processes: int) -> str:
+    """Open (or reopen, when resuming) the dataset's training run; params, config, split and data statistics once."""
+    cfg = ds.cfg
+    tags = {"dataset": ds.name, "domain": cfg["domain"], "task": cfg["task"], "model": cfg["model"]["name"],
+            "sciconv_version": __version__, "git_commit": git_commit(), "device": str(dev),
+            "processes": str(processes)}
+    run_id = tracker.start(run_id, tags=tags, run_name=f"{ds.name}-train")
+    if start_epoch == 0:
+        with StoreReader(paths.preprocessed) as store:
+            n_rejected = store.attrs.get("n_rejected", 0)
+        tracker.log_params(flatten(cfg) | {"seed": ds.seed, "device": str(dev), "n_train": len(train_records),
+                                           "n_rejected_inputs": n_rejected,
+                                           "n_val": len(val_records), "n_parameters": sum(p.numel() for p in net.parameters())})
+        tracker.log_dict(cfg, "config/resolved_config.json")
+        tracker.log_artifact(paths.split, "split")
+        statistics = data.dataset_statistics({"train": train_records, "val": val_records}, ds.class_names, cfg["task"])
+        tracker.log_dict(statistics, "data/statistics.json")
+        tracker.log_dataset(ds.name, paths.preprocessed, split, statistics)
+    return run_id
+
+
+def finish(ds: DatasetConfig, task, net, args: dict, dev, amp: bool, best: float, run_id: str, history: list,
+           tracker: Tracker, paths: DatasetPaths, train_records: list[dict], seen_example) -> None:
+    """The best weights with what inference needs, written to model.pt and logged and registered in MLflow."""
+    cfg, class_names, epochs = ds.cfg, ds.class_names, ds.cfg["train"]["epochs"]
     extras = task.finalize(net, dev, amp)
     final = {"model_args": args, "model_state": {k: v.cpu() for k, v in net.state_dict().items()},
              "config": cfg, "class_names": class_names, "mlflow_run_id": run_id,

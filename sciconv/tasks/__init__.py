@@ -1,8 +1,7 @@
 """What differs between tasks inside the one training loop: data loading, loss, validation, what the model keeps.
 
 The loop in `sciconv.steps.train` is the same for every task; it asks a task object for
-  train_loader(augment)          the loader and its random transforms (re-seeded every epoch)
-  inputs_targets(batch, device)  the tensors one step sees
+  train_batches(augment, device, rank, world)   a sciconv.batches.TrainBatches: (inputs, targets) per step
   loss(logits, targets)
   validate(net, device, amp)     validation metrics and the one number the best model maximises
   finalize(net, device, amp)     what the saved model needs besides its weights (a threshold, a scaler)

@@ -54,11 +54,9 @@ class Classification:
             return list(self.train_cfg["patch_size"])
         return list(self.train_records[0]["image"].shape[1:])
 
-    def train_loader(self, augment: list):
-        return data.classification_train_loader(self.train_records, len(self.class_names), self.train_cfg, augment)
-
-    def inputs_targets(self, batch, device):
-        return batch["image"].to(device, non_blocking=True), batch["label"].to(device, non_blocking=True).long()
+    def train_batches(self, augment, device, rank: int = 0, world: int = 1):
+        return data.classification_batches(self.train_records, len(self.class_names), self.train_cfg, augment,
+                                           device, rank, world)
 
     def _val_probabilities(self, net, device, amp) -> tuple[np.ndarray, np.ndarray]:
         probabilities = predict_probabilities(net, [r["image"] for r in self.val_records], device, amp)

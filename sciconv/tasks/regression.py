@@ -69,24 +69,13 @@ class Regression:
     def input_size(self) -> list[int]:
         return list(self.train_records[0]["image"].shape[1:])
 
-    def train_loader(self, augment: list):
-        from monai.data import CacheDataset, DataLoader
-        from monai.transforms import Compose, EnsureTyped
+    def train_batches(self, augment, device, rank: int = 0, world: int = 1):
+        from sciconv.batches import TrainBatches
 
-        shapes = {r["image"].shape for r in self.train_records}
-        if len(shapes) > 1:
-            raise ValueError(f"training images differ in shape ({sorted(shapes)[:3]}); set the domain's "
-                             "preprocessing so they are cropped or resized alike")
-        standardised = (self.train_targets - self.mean) / self.std
-        items = [{"image": r["image"], "target": t.astype(np.float32)} for r, t in zip(self.train_records, standardised)]
-        dataset = CacheDataset(items, transform=Compose([EnsureTyped(keys="image", track_meta=False), *augment]),
-                               cache_rate=1.0, num_workers=0, progress=False, copy_cache=False)
-        loader = DataLoader(dataset, batch_size=self.train_cfg["batch_size"], shuffle=True, num_workers=0,
-                            drop_last=len(items) > self.train_cfg["batch_size"])
-        return loader, dataset.transform
-
-    def inputs_targets(self, batch, device):
-        return batch["image"].to(device, non_blocking=True), batch["target"].to(device, non_blocking=True).float()
+        standardised = ((self.train_targets - self.mean) / self.std).astype(np.float32)
+        return TrainBatches([r["image"] for r in self.train_records], None, standardised, self.train_cfg["batch_size"],
+                            augment, device, self.train_cfg["cache"],
+                            drop_last=len(self.train_records) > self.train_cfg["batch_size"], rank=rank, world=world)
 
     def loss(self, outputs, targets):
         return self.mse(outputs.float(), targets)

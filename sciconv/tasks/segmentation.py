@@ -20,9 +20,11 @@ def build_loss(name: str):
     # batch=True pools Dice over the whole batch: a rare class absent from one
     # patch then does not contribute a meaningless 0-or-1 term per patch.
     if name == "dice_ce":
-        return DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+        dice_ce = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+        return lambda logits, target: dice_ce(logits, target.long())
     if name == "dice":
-        return DiceLoss(to_onehot_y=True, softmax=True, batch=True)
+        dice = DiceLoss(to_onehot_y=True, softmax=True, batch=True)
+        return lambda logits, target: dice(logits, target.long())
     ce = torch.nn.CrossEntropyLoss()
     return lambda logits, target: ce(logits, target[:, 0].long())
 
@@ -42,11 +44,9 @@ class Segmentation:
     def input_size(self) -> list[int]:
         return self.patch_size
 
-    def train_loader(self, augment: list):
-        return data.segmentation_train_loader(self.train_records, len(self.class_names), self.train_cfg, augment)
-
-    def inputs_targets(self, batch, device):
-        return batch["image"].to(device, non_blocking=True), batch["mask"].to(device, non_blocking=True)
+    def train_batches(self, augment, device, rank: int = 0, world: int = 1):
+        return data.segmentation_batches(self.train_records, len(self.class_names), self.train_cfg, augment, device,
+                                         rank, world)
 
     def validate(self, net, device, amp) -> tuple[dict[str, float], float]:
         net.eval()

@@ -69,6 +69,11 @@ def dataset_yaml(wildcards):
     return str(DATASETS[wildcards.dataset].path)
 
 
+def train_gpus(wildcards):
+    """A training job holds as many GPUs as its dataset's `gpus` (data-parallel), none on CPU."""
+    return DATASETS[wildcards.dataset].cfg["gpus"] if TRAIN_ON_GPU else 0
+
+
 def raw_input(wildcards):
     """Simulated datasets ingest the simulator's manifest; others read their own files."""
     if DATASETS[wildcards.dataset].cfg["source"]["kind"] == "simulate":

@@ -17,7 +17,7 @@ rule train:
         "logs/train/{dataset}.log",
     threads: TRAIN_THREADS
     resources:
-        gpu=1 if TRAIN_ON_GPU else 0,
+        gpu=train_gpus,
     conda:
         ENV
     shell:

@@ -1,0 +1,95 @@
+"""Batched augmentation: what each kind keeps, and that processes splitting a batch see one process's samples."""
+
+import numpy as np
+import pytest
+import torch
+
+from sciconv.augment import BatchAugment, monai_transforms
+
+ALL_2D = [{"kind": "flip", "prob": 0.5, "axis": 0}, {"kind": "rot90", "prob": 0.5, "axes": [0, 1]},
+          {"kind": "roll", "prob": 0.5, "axes": [0, 1]},
+          {"kind": "affine", "prob": 0.7, "rotate": 0.3, "scale": 0.1, "padding": "border"},
+          {"kind": "elastic", "prob": 0.5, "sigma": [2, 3], "magnitude": [1, 3], "spatial_dims": 2},
+          {"kind": "scale_intensity", "prob": 0.5, "factor": 0.2}, {"kind": "shift_intensity", "prob": 0.5, "offset": 0.2},
+          {"kind": "gamma", "prob": 0.5, "gamma": [0.7, 1.5]}, {"kind": "noise", "prob": 0.5, "std": 0.1},
+          {"kind": "bias_field", "prob": 0.5, "coeff": [0.0, 0.3]}]
+
+
+def batch(n=6, shape=(16, 16), seed=0):
+    rng = np.random.default_rng(seed)
+    mask = torch.from_numpy(rng.integers(0, 3, size=(n, 1, *shape)).astype(np.uint8))
+    image = torch.from_numpy(rng.normal(size=(n, 2, *shape)).astype(np.float32)) + mask.float()
+    return image, mask
+
+
+@pytest.mark.parametrize("spec", ALL_2D, ids=lambda s: s["kind"])
+def test_processes_splitting_a_batch_get_the_rows_one_process_would(spec):
+    image, mask = batch()
+    whole = BatchAugment([spec])(image, mask, torch.Generator().manual_seed(3), torch.arange(6), 6)
+    for world in (2, 3):
+        for rank in range(world):
+            rows = torch.arange(6)[rank::world]
+            part = BatchAugment([spec])(image[rows], mask[rows], torch.Generator().manual_seed(3), rows, 6)
+            torch.testing.assert_close(part[0], whole[0][rows])
+            torch.testing.assert_close(part[1], whole[1][rows])
+
+
+@pytest.mark.parametrize("spec", ALL_2D, ids=lambda s: s["kind"])
+def test_probability_zero_changes_nothing_and_one_changes_every_sample(spec):
+    image, mask = batch()
+    same = BatchAugment([spec | {"prob": 0.0}])(image, mask, torch.Generator().manual_seed(0), torch.arange(6), 6)
+    torch.testing.assert_close(same[0], image)
+    assert torch.equal(same[1], mask)
+    changed = BatchAugment([spec | {"prob": 1.0}])(image, mask, torch.Generator().manual_seed(0), torch.arange(6), 6)
+    assert changed[0].shape == image.shape and changed[1].dtype == mask.dtype
+    assert all(not torch.allclose(changed[0][i], image[i]) for i in range(6))
+
+
+@pytest.mark.parametrize("kind", ["flip", "rot90", "roll", "affine", "elastic"])
+def test_spatial_kinds_move_the_mask_with_the_image(kind):
+    spec = next(s for s in ALL_2D if s["kind"] == kind) | {"prob": 1.0}
+    mask = torch.zeros(4, 1, 24, 24, dtype=torch.uint8)
+    mask[:, :, 6:14, 8:18] = 2
+    image = mask.float().repeat(1, 2, 1, 1) * 5.0
+    out_image, out_mask = BatchAugment([spec])(image, mask, torch.Generator().manual_seed(1), torch.arange(4), 4)
+    assert set(out_mask.unique().tolist()) <= {0, 2}
+    # the bright image region and the mask still coincide (bilinear edges aside)
+    inside = out_image[:, 0][out_mask[:, 0] == 2]
+    assert inside.mean() > 4.0
+    assert (out_image[:, 0][out_mask[:, 0] == 0] > 2.5).float().mean() < 0.05
+
+
+def test_intensity_kinds_leave_the_mask_alone_and_gamma_keeps_the_range():
+    image, mask = batch()
+    specs = [s | {"prob": 1.0} for s in ALL_2D if s["kind"] in ("gamma",)]
+    out, out_mask = BatchAugment(specs)(image, mask, torch.Generator().manual_seed(0), torch.arange(6), 6)
+    assert torch.equal(out_mask, mask)
+    torch.testing.assert_close(out.flatten(1).amin(1), image.flatten(1).amin(1))
+    torch.testing.assert_close(out.flatten(1).amax(1), image.flatten(1).amax(1), rtol=1e-4, atol=1e-4)
+
+
+def test_affine_in_3d_keeps_a_centred_ball_centred():
+    grid = torch.stack(torch.meshgrid(*[torch.arange(20.0)] * 3, indexing="ij"))
+    ball = ((grid - 9.5) ** 2).sum(0) < 36
+    image = ball[None, None].float().repeat(3, 1, 1, 1, 1)
+    spec = {"kind": "affine", "prob": 1.0, "rotate": 0.5, "scale": 0.1}
+    out, _ = BatchAugment([spec])(image, None, torch.Generator().manual_seed(0), torch.arange(3), 3)
+    for sample in out[:, 0]:
+        weights = sample / sample.sum()
+        centre = (grid * weights).sum(dim=(1, 2, 3))
+        torch.testing.assert_close(centre, torch.full((3,), 9.5), atol=0.3, rtol=0)
+        assert 0.75 < sample.sum() / ball.sum() < 1.4  # scale within +-10% per axis
+
+
+def test_every_kind_has_a_monai_counterpart_that_runs():
+    from monai.transforms import Compose
+
+    transforms = Compose(monai_transforms(ALL_2D, keys=("image", "mask")))
+    image, mask = batch(n=1)
+    out = transforms({"image": image[0], "mask": mask[0]})
+    assert out["image"].shape == image[0].shape
+
+
+def test_an_unknown_kind_is_an_error_naming_it():
+    with pytest.raises(ValueError, match="blur"):
+        BatchAugment([{"kind": "blur", "prob": 0.5}])
