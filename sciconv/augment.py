@@ -63,10 +63,12 @@ def monai_transforms(specs: list[dict], keys=("image",)) -> list:
                                    scale_range=spec.get("scale", 0.0), mode=modes,
                                    padding_mode=spec.get("padding", "zeros")))
         elif kind == "elastic":
-            elastic = Rand3DElasticd if spec.get("spatial_dims", 3) == 3 else Rand2DElasticd
-            extra = {} if elastic is Rand3DElasticd else {"spacing": spec["sigma"][0]}
-            out.append(elastic(keys, sigma_range=tuple(spec["sigma"]), magnitude_range=tuple(spec["magnitude"]),
-                               prob=prob, mode=modes, padding_mode="zeros", **extra))
+            if spec.get("spatial_dims", 3) == 3:
+                out.append(Rand3DElasticd(keys, sigma_range=tuple(spec["sigma"]), magnitude_range=tuple(spec["magnitude"]),
+                                          prob=prob, mode=modes, padding_mode="zeros"))
+            else:  # MONAI's 2D version moves control points; about 3 sigma apart gives a like smoothness
+                out.append(Rand2DElasticd(keys, spacing=3 * spec["sigma"][1], magnitude_range=tuple(spec["magnitude"]),
+                                          prob=prob, mode=modes, padding_mode="zeros"))
         elif kind == "scale_intensity":
             out.append(RandScaleIntensityd("image", factors=spec["factor"], prob=prob))
         elif kind == "shift_intensity":

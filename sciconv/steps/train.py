@@ -192,6 +192,9 @@ def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None
                     inputs = inputs.contiguous(memory_format=memory_format)
                 if seen_example is None:  # the first augmented batch, for the "what it saw" grid
                     seen_example = inputs[:8].detach().float().cpu().numpy()
+                    if world.size > 1:
+                        log.info("process %d of %d trains on %d samples per step", world.rank + 1, world.size,
+                                 inputs.shape[0])
                 with autocast(dev, amp):
                     loss = task.loss(forward(inputs), targets)
                 optimizer.zero_grad(set_to_none=True)

@@ -70,8 +70,12 @@ def dataset_yaml(wildcards):
 
 
 def train_gpus(wildcards):
-    """A training job holds as many GPUs as its dataset's `gpus` (data-parallel), none on CPU."""
-    return DATASETS[wildcards.dataset].cfg["gpus"] if TRAIN_ON_GPU else 0
+    """A training job holds as many GPUs as its dataset's `gpus` (data-parallel), none on CPU.
+
+    Under a cluster executor the jobs run on other machines: that this one (a login node) has no
+    GPU says nothing, so the dataset's count is asked for (called when jobs are made, by then
+    Snakemake knows its executor)."""
+    return DATASETS[wildcards.dataset].cfg["gpus"] if TRAIN_ON_GPU or not workflow.local_exec else 0
 
 
 def raw_input(wildcards):
