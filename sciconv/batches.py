@@ -15,6 +15,9 @@ exactly the samples one process would, and a resumed run repeats an uninterrupte
 
 from __future__ import annotations
 
+import queue
+import threading
+
 import numpy as np
 import torch
 
@@ -91,6 +94,55 @@ class Crops:
         return starts
 
 
+class _Failed:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def prefetched(batches, depth: int = 2):
+    """Assemble the next batches in a background thread while the model trains on the current one.
+
+    Torch releases the GIL in its ops, so on CPU the augmentation overlaps the network's compute;
+    on a GPU both threads queue kernels on the same stream, in order. MONAI's ThreadBuffer does the
+    same, but an exception in its thread silently ends the epoch early; here it is raised in the
+    training loop.
+    """
+    ready: queue.Queue = queue.Queue(depth)
+    stop, finished = threading.Event(), object()
+
+    def offer(item) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work():
+        try:
+            for item in batches:
+                if not offer(item):
+                    return
+            offer(finished)
+        except BaseException as err:  # noqa: BLE001 - handed to the training loop, which raises it
+            offer(_Failed(err))
+
+    thread = threading.Thread(target=work, name="sciconv-batches", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is finished:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        stop.set()  # a consumer that stops early (a benchmark's last step) lets the thread end
+        thread.join()
+
+
 def epoch_plan(n: int, batch_size: int, generator: torch.Generator, weights=None, drop_last: bool = False):
     """The epoch's global batches of sample indices: a permutation, or n weighted draws with replacement."""
     if weights is not None:
@@ -153,6 +205,9 @@ class TrainBatches:
         return len(self._plan(torch.Generator().manual_seed(0)))
 
     def __iter__(self):
+        return prefetched(self._batches())
+
+    def _batches(self):
         generator = torch.Generator().manual_seed(self.seed)
         for batch in self._plan(generator):
             # the global batch's samples, and the rows of it this process trains on

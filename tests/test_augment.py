@@ -93,3 +93,32 @@ def test_every_kind_has_a_monai_counterpart_that_runs():
 def test_an_unknown_kind_is_an_error_naming_it():
     with pytest.raises(ValueError, match="blur"):
         BatchAugment([{"kind": "blur", "prob": 0.5}])
+
+
+def _batches(images, specs, **kwargs):
+    from sciconv.batches import TrainBatches
+
+    return TrainBatches(images, None, np.arange(len(images)), 4, BatchAugment(specs), torch.device("cpu"), **kwargs)
+
+
+def test_an_epoch_repeats_exactly_from_its_seed_and_covers_every_sample_once():
+    images = [np.full((1, 8, 8), i, np.float32) for i in range(10)]
+    batches = _batches(images, [{"kind": "flip", "prob": 0.5, "axis": 0}, {"kind": "noise", "prob": 0.5, "std": 0.1}])
+    batches.set_epoch(5)
+    first = list(batches)
+    batches.set_epoch(5)
+    again = list(batches)
+    assert len(first) == len(batches) == 3  # 10 samples in batches of 4, the last one short
+    for (a, ta), (b, tb) in zip(first, again):
+        assert torch.equal(a, b) and torch.equal(ta, tb)
+    assert sorted(torch.cat([t for _, t in first]).tolist()) == list(range(10))
+    batches.set_epoch(6)
+    assert not all(torch.equal(a, b) for (a, _), (b, _) in zip(first, batches))
+
+
+def test_an_error_while_assembling_a_batch_reaches_the_training_loop():
+    """The batches are assembled in a background thread; its failure must not just end the epoch early."""
+    images = [np.zeros((1, 8, 6), np.float32) for _ in range(8)]
+    batches = _batches(images, [{"kind": "rot90", "prob": 1.0, "axes": [0, 1]}])
+    with pytest.raises(ValueError, match="non-square"):
+        list(batches)
