@@ -95,11 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     # Errors a user can fix by changing a file: one clear message, no traceback.
     from sciconv.io import ReadError
-    from sciconv.models import ModelConfigError
+    from sciconv.errors import ModelConfigError, PredictError
     from sciconv.steps.ingest import IngestError
     from sciconv.store import StoreError
-
-    from sciconv.steps.predict import PredictError
 
     try:
         global_cfg = config.load_global(args.config)

@@ -12,9 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-
-class ModelConfigError(ValueError):
-    """The configured network cannot take the configured input; the message says what to change."""
+from sciconv.errors import ModelConfigError  # noqa: F401 - raised here; defined where the CLI catches it cheaply
 
 
 def _norm(name: str):

@@ -19,11 +19,10 @@ from sciconv import tracking
 from sciconv.domains import get_domain
 from sciconv.inference import load_model, predict_probabilities, segment
 from sciconv.tasks.regression import predict as predict_targets
+from sciconv.errors import PredictError
 from sciconv.runtime import atomic_write_text, log, pick_device
 
 
-class PredictError(ValueError):
-    """The model or the inputs cannot be used; the message says which and why."""
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
