@@ -24,22 +24,31 @@ import torch
 from sciconv.augment import BatchAugment
 from sciconv.runtime import log
 
-CACHE_CHOICES = ("auto", "device", "pinned", "host")
+CACHE_CHOICES = ("auto", "device", "pinned", "host", "store")
 MAX_CENTRES_PER_GROUP = 16384  # a uniform subset of candidate crop centres: enough, and memory stays bounded
 
 
 def choose_cache(requested: str, nbytes: int, device: torch.device) -> str:
-    """Where the training samples live: 'device' (GPU memory), 'pinned' or 'host' memory."""
-    if device.type != "cuda":
-        return "host"
+    """Where the training samples live: 'device' (GPU memory), 'pinned' or 'host' memory, or 'store'
+    (left in preprocessed.h5, read per batch through a bounded cache)."""
     if requested != "auto":
-        return requested
+        return requested if device.type == "cuda" or requested in ("host", "store") else "host"
+    import psutil
+
+    fits_in_memory = nbytes <= 0.5 * psutil.virtual_memory().available
+    if device.type != "cuda":
+        return "host" if fits_in_memory else "store"
     free, _ = torch.cuda.mem_get_info(device)
     if nbytes <= 0.4 * free:  # the rest is for the network's activations and cuDNN's workspaces
         return "device"
+    return "pinned" if fits_in_memory else "store"
+
+
+def store_cache_bytes() -> int:
+    """The bounded cache of whole samples read from the store: a tenth of the free memory."""
     import psutil
 
-    return "pinned" if nbytes <= 0.5 * psutil.virtual_memory().available else "host"
+    return int(0.1 * psutil.virtual_memory().available)
 
 
 def pad_to(array: np.ndarray, size, value=0) -> np.ndarray:
@@ -173,10 +182,14 @@ class TrainBatches:
         self.weights, self.drop_last, self.rank, self.world = weights, drop_last, rank, world
         self.n = len(images)
         nbytes = sum(a.nbytes for a in images) + sum(m.nbytes for m in masks or [])
-        self.cache = choose_cache(cache, nbytes, device)
-        log.info("training cache: %d samples, %.1f MB in %s memory", self.n, nbytes / 1e6, self.cache)
+        # records loaded lazily (StoredArray) were left in the store because they do not fit in memory
+        self.cache = "store" if images and not isinstance(images[0], np.ndarray) else choose_cache(cache, nbytes, device)
+        log.info("training cache: %d samples, %.1f MB, in %s", self.n, nbytes / 1e6,
+                 {"store": "preprocessed.h5 (a bounded cache in memory)"}.get(self.cache, f"{self.cache} memory"))
         place = self._placer()
-        if crops is None:
+        if self.cache == "store":
+            self.images, self.masks = list(images), list(masks) if masks is not None else None
+        elif crops is None:
             if len({a.shape for a in images}) > 1:
                 raise ValueError("whole-image training needs images of one shape; set the domain's preprocessing "
                                  "so they are cropped or resized alike")
@@ -223,6 +236,8 @@ class TrainBatches:
             yield image, target
 
     def _gather(self, samples: np.ndarray, starts):
+        if self.cache == "store":
+            return self._gather_from_store(samples, starts)
         if starts is None:
             index = torch.as_tensor(samples, device=self.images.device)
             image = self.images[index]
@@ -237,3 +252,16 @@ class TrainBatches:
         image = image.to(self.device, non_blocking=non_blocking)
         mask = mask.to(self.device, non_blocking=non_blocking) if mask is not None else None
         return image, mask
+
+    def _gather_from_store(self, samples: np.ndarray, starts):
+        """Whole samples through the bounded cache, or crops read straight from their HDF5 chunks."""
+        def read(arrays):
+            if arrays is None:
+                return None
+            if starts is None:
+                parts = [np.asarray(arrays[i]) for i in samples]
+            else:
+                parts = [arrays[i][(slice(None),) + tuple(slice(s, s + r) for s, r in zip(start, self.crops.size))]
+                         for i, start in zip(samples, starts)]
+            return torch.from_numpy(np.stack(parts)).to(self.device, non_blocking=False)
+        return read(self.images), read(self.masks)

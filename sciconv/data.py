@@ -13,18 +13,30 @@ from pathlib import Path
 import numpy as np
 from sciconv.augment import BatchAugment
 from sciconv.batches import Crops, TrainBatches, pad_to
-from sciconv.store import StoreReader
+from sciconv.store import ArrayCache, StoreReader, StoredArray
 
 
 def load_split(path: Path | str) -> dict[str, list[str]]:
     return json.loads(Path(path).read_text())
 
 
-def load_records(store_path: Path | str, ids: list[str]) -> list[dict]:
-    """One dict per sample: image (C, *spatial), mask as a channel (1, *spatial), id and attributes."""
+def load_records(store_path: Path | str, ids: list[str], lazy_cache: ArrayCache | None = None) -> list[dict]:
+    """One dict per sample: image (C, *spatial), mask as a channel (1, *spatial), id and attributes.
+
+    With lazy_cache the image and mask stay in the store as StoredArrays, read when indexed
+    (train.cache: store, for training sets larger than memory)."""
     records = []
     with StoreReader(store_path) as store:
         for sample_id in ids:
+            attrs = store.sample_attrs(sample_id)
+            if lazy_cache is not None:
+                record = {"image": store.stored(sample_id, "image", np.float32, lazy_cache), "id": sample_id,
+                          "attrs": attrs, "label": attrs.get("label")}
+                mask = store.stored(sample_id, "mask", np.int64, lazy_cache)
+                if mask is not None:
+                    record["mask"] = mask
+                records.append(record)
+                continue
             sample = store.sample(sample_id)
             record = {"image": sample.image.astype(np.float32), "id": sample.id, "attrs": sample.attrs,
                       "label": sample.attrs.get("label")}
@@ -34,25 +46,48 @@ def load_records(store_path: Path | str, ids: list[str]) -> list[dict]:
     return records
 
 
+def stored_bytes(store_path: Path | str, ids: list[str]) -> int:
+    """What the samples take in memory as training arrays (float32 images, int64 masks), read from shapes only."""
+    total = 0
+    with StoreReader(store_path) as store:
+        for sample_id in ids:
+            group = store.file["samples"][sample_id]
+            total += int(np.prod(group["image"].shape)) * 4
+            if "mask" in group:
+                total += int(np.prod(group["mask"].shape)) * 8
+    return total
+
+
 def segmentation_batches(records: list[dict], num_classes: int, train_cfg: dict, augment: BatchAugment,
                          device, rank: int = 0, world: int = 1) -> TrainBatches:
     """Patches of train.patch_size centred on classes in train.class_sampling_ratios (or on foreground
     vs background, patch_sampling pos_neg), patches_per_image from each drawn image."""
     size = list(train_cfg["patch_size"])
-    # a volume smaller than the patch along some axis (a tight head crop) is padded, not an error
-    images = [pad_to(r["image"], size) for r in records]
-    masks = [pad_to(r["mask"], size).astype(np.uint8 if num_classes < 256 else np.int64) for r in records]
+    lazy = bool(records) and isinstance(records[0]["image"], StoredArray)
+    if lazy:
+        images, masks = [r["image"] for r in records], [r["mask"] for r in records]
+        small = [r["id"] for r in records if any(s < p for s, p in zip(r["image"].shape[1:], size))]
+        if small:
+            raise ValueError(f"{len(small)} training images (e.g. {small[0]}) are smaller than train.patch_size "
+                             f"{size}; with train.cache store they are read as stored, not padded")
+    else:
+        # a volume smaller than the patch along some axis (a tight head crop) is padded, not an error
+        images = [pad_to(r["image"], size) for r in records]
+        masks = [pad_to(r["mask"], size).astype(np.uint8 if num_classes < 256 else np.int64) for r in records]
     if train_cfg.get("patch_sampling") == "pos_neg":
-        groups, ratios = [[m[0] == 0, m[0] > 0] for m in masks], [1.0, train_cfg["pos_neg_ratio"]]
+        ratios = [1.0, train_cfg["pos_neg_ratio"]]
+        groups = ([m[0] == 0, m[0] > 0] for m in map(np.asarray, masks))
     else:
         ratios = train_cfg.get("class_sampling_ratios") or [1] * num_classes
         if len(ratios) != num_classes:
             raise ValueError(f"train.class_sampling_ratios has {len(ratios)} entries; the domain has {num_classes} "
                              "classes (background first)")
-        groups = [[m[0] == c for c in range(num_classes)] for m in masks]
+        groups = ([m[0] == c for c in range(num_classes)] for m in map(np.asarray, masks))
     ppi = train_cfg["patches_per_image"]
+    # groups is a generator: one image's candidate masks in memory at a time
+    crops = Crops.from_groups(size, groups, ratios)
     return TrainBatches(images, masks, None, max(1, train_cfg["batch_size"] // ppi), augment, device,
-                        train_cfg["cache"], Crops.from_groups(size, groups, ratios), ppi, rank=rank, world=world)
+                        train_cfg["cache"], crops, ppi, rank=rank, world=world)
 
 
 IMBALANCE_STRATEGIES = ("none", "balanced_sampler", "weighted_ce", "focal")
@@ -88,15 +123,13 @@ def classification_batches(records: list[dict], n_classes: int, train_cfg: dict,
             if any(r > s for r, s in zip(size, shape[1:])):
                 raise ValueError(f"train.patch_size {size} is larger than the images {list(shape[1:])}; "
                                  "object crops must fit inside them")
-        groups = []
-        for record in records:
-            mask = record.get("mask")
+        def centres(record):
+            mask = np.asarray(record["mask"]) if record.get("mask") is not None else None
             if mask is not None and int(record["label"]) > 0 and mask.any():
-                groups.append([mask[0] > 0])
-            else:
-                first = record["image"][0]
-                groups.append([first > first.min()])
-        crops = Crops.from_groups(size, groups, [1.0])
+                return [mask[0] > 0]
+            first = record["image"][0]
+            return [first > first.min()]
+        crops = Crops.from_groups(size, map(centres, records), [1.0])
     weights = (inverse_frequency_weights(labels, n_classes)[labels]
                if train_cfg["imbalance"] == "balanced_sampler" else None)
     return TrainBatches([r["image"] for r in records], None, labels, train_cfg["batch_size"], augment, device,
@@ -111,7 +144,9 @@ def dataset_statistics(sets: dict[str, list[dict]], class_names: list[str], task
         if not records:
             out[name] = {"n": 0}
             continue
-        values = np.concatenate([r["image"].ravel()[:: max(1, r["image"].size // 20000)] for r in records])
+        # a strided subsample of each image, one image read at a time (they may still be in the store)
+        values = np.concatenate([np.asarray(r["image"]).ravel()[:: max(1, int(np.prod(r["image"].shape)) // 20000)]
+                                 for r in records])
         entry = {"n": len(records), "image_shape": list(records[0]["image"].shape),
                  "intensity": {"mean": float(values.mean()), "std": float(values.std()),
                                **{f"p{q}": float(np.percentile(values, q)) for q in (1, 50, 99)}}}
@@ -119,7 +154,7 @@ def dataset_statistics(sets: dict[str, list[dict]], class_names: list[str], task
             counts = class_counts([int(r["label"]) for r in records], len(class_names))
             entry["per_class"] = dict(zip(class_names, counts.tolist()))
         elif task == "segmentation":
-            pixels = sum(np.bincount(r["mask"].ravel(), minlength=len(class_names))[: len(class_names)] for r in records)
+            pixels = sum(np.bincount(np.asarray(r["mask"]).ravel(), minlength=len(class_names))[: len(class_names)] for r in records)
             entry["pixels_per_class"] = dict(zip(class_names, np.asarray(pixels).tolist()))
         out[name] = entry
     return out

@@ -132,6 +132,15 @@ class StoreReader:
             attrs["meta"] = json.loads(attrs["meta"])
         return attrs
 
+    def stored(self, sample_id: str, key: str, dtype, cache: "ArrayCache") -> "StoredArray | None":
+        """The sample's image or mask as a StoredArray (read when indexed), or None if it has none."""
+        group = self.file["samples"][sample_id]
+        if key not in group:
+            return None
+        dataset = group[key]
+        shape = dataset.shape if key == "image" else (1, *dataset.shape)
+        return StoredArray(self.path, f"samples/{sample_id}/{key}", shape, np.dtype(dtype), cache)
+
     def sample(self, sample_id: str) -> Sample:
         group = self.file["samples"][sample_id]
         mask = group["mask"][()] if "mask" in group else None
@@ -149,3 +158,69 @@ class StoreReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class ArrayCache:
+    """Whole arrays read from stores, least recently used dropped first, at most max_bytes in all."""
+
+    def __init__(self, max_bytes: int):
+        from collections import OrderedDict
+
+        self.max_bytes, self.bytes, self.arrays = max_bytes, 0, OrderedDict()
+        self.handles: dict[Path, h5py.File] = {}
+
+    def handle(self, path: Path) -> h5py.File:
+        if path not in self.handles:  # one open file per store: opening costs about a millisecond
+            self.handles[path] = h5py.File(path, "r")
+        return self.handles[path]
+
+    def get(self, key, load):
+        if key in self.arrays:
+            self.arrays.move_to_end(key)
+            return self.arrays[key]
+        array = load()
+        if array.nbytes <= self.max_bytes:
+            self.arrays[key] = array
+            self.bytes += array.nbytes
+            while self.bytes > self.max_bytes:
+                _, dropped = self.arrays.popitem(last=False)
+                self.bytes -= dropped.nbytes
+        return array
+
+
+class StoredArray:
+    """A sample's image (C, *spatial) or mask (1, *spatial) left in its HDF5 store until indexed.
+
+    For datasets larger than memory (train.cache: store): indexing with slices reads only the
+    chunks the slice touches (a training crop), np.asarray reads the whole array through a
+    bounded ArrayCache.
+    """
+
+    def __init__(self, path: Path, name: str, shape: tuple, dtype: np.dtype, cache: ArrayCache):
+        self.path, self.name, self.shape, self.dtype, self.cache = Path(path), name, tuple(shape), dtype, cache
+        self.is_mask = name.endswith("/mask")
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * self.dtype.itemsize
+
+    def _read(self, key=()):
+        dataset = self.cache.handle(self.path)[self.name]
+        if self.is_mask:  # stored without the channel axis
+            key = key if isinstance(key, tuple) else (key,)
+            if key and key[0] not in (slice(None), 0):
+                raise IndexError("a mask has one channel")
+            values = dataset[key[1:] if key else ()].astype(self.dtype)
+            return values if key and key[0] == 0 else values[None]
+        return dataset[key].astype(self.dtype)
+
+    def __getitem__(self, key):
+        return self._read(key)
+
+    def __array__(self, dtype=None, copy=None):
+        array = self.cache.get((self.path, self.name), self._read)
+        return array.astype(dtype) if dtype is not None else array

@@ -23,11 +23,12 @@ import torch
 
 from sciconv import __version__, data, distributed, models, plots
 from sciconv.augment import BatchAugment
+from sciconv.batches import choose_cache, store_cache_bytes
 from sciconv.config import ConfigError, DatasetConfig, flatten
 from sciconv.inference import autocast, load_checkpoint
 from sciconv.paths import DatasetPaths
 from sciconv.runtime import atomic_write_json, derive_seed, git_commit, log, pick_device, seed_everything
-from sciconv.store import StoreReader
+from sciconv.store import ArrayCache, StoreReader
 from sciconv.tasks import task_for
 from sciconv.tracking import ModelURIError, Tracker, checkpoint_path, register_model, tracking_uri
 
@@ -108,7 +109,10 @@ def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None
     amp = train_cfg["amp"] and dev.type == "cuda"
 
     split = data.load_split(paths.split)
-    train_records = data.load_records(paths.preprocessed, split["train"])
+    # a training set larger than memory stays in preprocessed.h5, read per batch (train.cache store)
+    placement = choose_cache(train_cfg["cache"], data.stored_bytes(paths.preprocessed, split["train"]), dev)
+    lazy = ArrayCache(store_cache_bytes()) if placement == "store" else None
+    train_records = data.load_records(paths.preprocessed, split["train"], lazy_cache=lazy)
     val_records = data.load_records(paths.preprocessed, split["val"])
     class_names = ds.class_names
     try:

@@ -1,4 +1,7 @@
-"""Batched augmentation: what each kind keeps, and that processes splitting a batch see one process's samples."""
+"""Batched augmentation and training batches: what each kind keeps, that processes splitting a batch
+see the samples one process would, and that the cache placements train alike."""
+
+import shutil
 
 import numpy as np
 import pytest
@@ -122,3 +125,46 @@ def test_an_error_while_assembling_a_batch_reaches_the_training_loop():
     batches = _batches(images, [{"kind": "rot90", "prob": 1.0, "axes": [0, 1]}])
     with pytest.raises(ValueError, match="non-square"):
         list(batches)
+
+
+def test_training_from_the_store_repeats_training_from_memory(project, caplog):
+    """train.cache store (a training set larger than memory) reads crops from the HDF5 chunks; same batches, same result."""
+    from sciconv import config
+    from sciconv.steps import ingest, preprocess, simulate, split, train
+
+    histories = {}
+    for placement in ("host", "store"):
+        ds = config.load_dataset("ccd_micro", config.load_global("config/config.yaml"))
+        ds.cfg["train"]["cache"] = placement
+        if placement == "host":
+            for step in (simulate, ingest, split, preprocess):
+                step.run(ds)
+        with caplog.at_level("INFO", logger="sciconv"):
+            train.run(ds, device="cpu", threads=1)
+        assert ("in preprocessed.h5" in caplog.text) == (placement == "store")
+        caplog.clear()
+        model = project / "results/ccd_micro/model"
+        histories[placement] = torch.load(model / "model.pt", weights_only=True)["history"]
+        shutil.rmtree(model)
+    for host, store in zip(histories["host"], histories["store"]):
+        assert store["train_loss"] == pytest.approx(host["train_loss"], rel=1e-6)
+        assert store["val_dice_mean"] == pytest.approx(host["val_dice_mean"], abs=1e-6)
+
+
+def test_a_stored_array_reads_slices_and_whole_arrays_like_the_array(tmp_path):
+    from sciconv.store import ArrayCache, Sample, StoreReader, StoreWriter
+
+    image = np.random.default_rng(0).normal(size=(2, 20, 30)).astype(np.float32)
+    mask = np.random.default_rng(1).integers(0, 3, size=(20, 30)).astype(np.uint8)
+    with StoreWriter(tmp_path / "s.h5", dataset="t", stage="preprocessed") as out:
+        out.add(Sample("a", image, mask, {}))
+    cache = ArrayCache(max_bytes=image.nbytes)  # room for one image only
+    with StoreReader(tmp_path / "s.h5") as store:
+        lazy_image = store.stored("a", "image", np.float32, cache)
+        lazy_mask = store.stored("a", "mask", np.int64, cache)
+    assert lazy_image.shape == image.shape and lazy_mask.shape == (1, 20, 30)
+    np.testing.assert_array_equal(lazy_image[:, 3:9, 5:25], image[:, 3:9, 5:25])
+    np.testing.assert_array_equal(lazy_mask[:, 3:9, 5:25], mask[None, 3:9, 5:25])
+    np.testing.assert_array_equal(np.asarray(lazy_image), image)
+    np.testing.assert_array_equal(np.asarray(lazy_mask), mask[None])
+    assert cache.bytes <= cache.max_bytes  # the mask pushed the image out
