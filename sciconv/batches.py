@@ -225,9 +225,9 @@ class TrainBatches:
         for batch in self._plan(generator):
             # the global batch's samples, and the rows of it this process trains on
             samples = np.repeat(batch.numpy(), self.crops_per_image)
-            rows = torch.arange(len(samples))[self.rank::self.world]
-            if len(rows) == 0:
+            if len(samples) < self.world:  # a last batch too small to give every process a row: all skip it alike
                 continue
+            rows = torch.arange(len(samples))[self.rank::self.world]
             starts = self.crops.draw(samples, generator) if self.crops is not None else None
             image, mask = self._gather(samples[rows.numpy()], None if starts is None else [starts[r] for r in rows])
             if self.augment:
