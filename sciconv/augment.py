@@ -24,11 +24,12 @@ Spatial kinds move the mask with the image (nearest neighbour); intensity kinds 
 from __future__ import annotations
 
 import itertools
-import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.networks.layers import GaussianFilter
+from monai.transforms import MapTransform, RandomizableTransform
 
 SPATIAL_KINDS = {"flip", "rot90", "affine", "elastic", "roll"}
 INTENSITY_KINDS = {"scale_intensity", "shift_intensity", "gamma", "noise", "bias_field"}
@@ -85,33 +86,24 @@ def monai_transforms(specs: list[dict], keys=("image",)) -> list:
     return out
 
 
-def _rand_roll_class():
-    from monai.transforms import MapTransform, RandomizableTransform
+class RandRolld(RandomizableTransform, MapTransform):
+    """Periodic shift along the given spatial axes by a random amount each (MONAI has no such transform)."""
 
-    class RandRolld(RandomizableTransform, MapTransform):
-        """Periodic shift along the given spatial axes by a random amount each (MONAI has no such transform)."""
+    def __init__(self, keys, prob: float, axes):
+        RandomizableTransform.__init__(self, prob)
+        MapTransform.__init__(self, keys)
+        self.axes, self.shifts = tuple(axes), ()
 
-        def __init__(self, keys, prob: float, axes):
-            RandomizableTransform.__init__(self, prob)
-            MapTransform.__init__(self, keys)
-            self.axes, self.shifts = tuple(axes), ()
-
-        def __call__(self, sample):
-            out = dict(sample)
-            shape = out[self.first_key(out)].shape[1:]
-            self.randomize(None)
-            self.shifts = tuple(int(self.R.randint(shape[a])) for a in self.axes)
-            if not self._do_transform:
-                return out
-            for key in self.key_iterator(out):
-                out[key] = torch.roll(torch.as_tensor(out[key]), shifts=self.shifts, dims=tuple(a + 1 for a in self.axes))
+    def __call__(self, sample):
+        out = dict(sample)
+        shape = out[self.first_key(out)].shape[1:]
+        self.randomize(None)
+        self.shifts = tuple(int(self.R.randint(shape[a])) for a in self.axes)
+        if not self._do_transform:
             return out
-
-    return RandRolld
-
-
-def RandRolld(keys, prob: float, axes):  # noqa: N802 - a factory named as the transform it builds
-    return _rand_roll_class()(keys, prob, axes)
+        for key in self.key_iterator(out):
+            out[key] = torch.roll(torch.as_tensor(out[key]), shifts=self.shifts, dims=tuple(a + 1 for a in self.axes))
+        return out
 
 
 # --------------------------------------------------------------------------- batched, on the batch's device
@@ -158,11 +150,13 @@ class BatchAugment:
         if image.shape[axes[0]] != image.shape[axes[1]]:
             raise ValueError(f"rot90 in a non-square plane {image.shape[axes[0]]}x{image.shape[axes[1]]} "
                              "would change the image shape; turn it off for this dataset")
-        for k in (1, 2, 3):
-            chosen = applies & (turns == k)
-            image = self._select(chosen, torch.rot90(image, k, axes), image)
-            if mask is not None:
-                mask = self._select(chosen, torch.rot90(mask, k, axes), mask)
+        image, mask = image.clone(), mask.clone() if mask is not None else None
+        for k in (1, 2, 3):  # each sample turned once, by its own k: only the chosen rows are touched
+            chosen = (applies & (turns == k)).nonzero()[:, 0].to(image.device)
+            if len(chosen):
+                image[chosen] = torch.rot90(image[chosen], k, axes)
+                if mask is not None:
+                    mask[chosen] = torch.rot90(mask[chosen], k, axes)
         return image, mask
 
     def _roll(self, spec, image, mask, applies, generator, n, rows):
@@ -214,7 +208,8 @@ class BatchAugment:
             # MONAI's recipe: uniform noise per voxel, Gaussian-smoothed, times the magnitude (in voxels).
             local = torch.Generator(device=image.device).manual_seed(int(seeds[row]))
             noise = torch.rand((dims, *shape), generator=local, device=image.device) * 2 - 1
-            smooth = _gaussian_smooth(noise[None], float(sigmas[row]))[0] * float(magnitudes[row])
+            smooth = GaussianFilter(dims, float(sigmas[row]), truncated=3.0, approx="sampled")(noise[None])[0]
+            smooth = smooth * float(magnitudes[row])
             half = torch.tensor([(s - 1) / 2 for s in shape], device=image.device).view(dims, *([1] * dims))
             fields.append((smooth / half).flip(0).movedim(0, -1) * bool(applies[i]))
         return self._resample(spec, image, mask, identity + torch.stack(fields), applies)
@@ -279,21 +274,3 @@ class BatchAugment:
                                  if len(shape) > 1 else factors[0])
             self._bias_basis[key] = torch.as_tensor(np.stack(terms), dtype=torch.float32, device=device)
         return self._bias_basis[key]
-
-
-def _gaussian_smooth(field: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian smoothing of (1, C, *spatial), each channel alone, zero padding."""
-    radius = max(1, int(math.ceil(3 * sigma)))
-    x = torch.arange(-radius, radius + 1, device=field.device, dtype=field.dtype)
-    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    dims, channels = field.ndim - 2, field.shape[1]
-    conv = (F.conv1d, F.conv2d, F.conv3d)[dims - 1]
-    for axis in range(dims):
-        shape = [1] * dims
-        shape[axis] = len(kernel)
-        padding = [0] * dims
-        padding[axis] = radius
-        field = conv(field, kernel.view(1, 1, *shape).repeat(channels, 1, *[1] * dims), padding=padding,
-                     groups=channels)
-    return field

@@ -51,11 +51,13 @@ def store_cache_bytes() -> int:
     return int(0.1 * psutil.virtual_memory().available)
 
 
-def pad_to(array: np.ndarray, size, value=0) -> np.ndarray:
-    """Pad the spatial axes (after the channel axis) symmetrically up to at least `size`."""
-    pads = [(0, 0)] + [((s2 - s) // 2, s2 - s - (s2 - s) // 2) if s < s2 else (0, 0)
-                       for s, s2 in zip(array.shape[1:], size)]
-    return np.pad(array, pads, constant_values=value) if any(p != (0, 0) for p in pads) else array
+def pad_to(array: np.ndarray, size) -> np.ndarray:
+    """Pad the spatial axes (after the channel axis) symmetrically with zeros up to at least `size` (MONAI's SpatialPad)."""
+    from monai.transforms import SpatialPad
+
+    if all(s >= r for s, r in zip(array.shape[1:], size)):
+        return array
+    return np.asarray(SpatialPad(spatial_size=list(size))(array)).astype(array.dtype)
 
 
 class Crops:
