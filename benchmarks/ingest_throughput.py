@@ -30,7 +30,7 @@ SUFFIX = {"dicom": ".dcm", "nifti": ".nii.gz", "fits": ".fits", "hdf5": ".h5", "
 
 def write(fmt: str, path: Path, image: np.ndarray, index: int) -> None:
     if fmt == "dicom":
-        from sciconv.domains.mammography import write_dicom
+        from sciconv.domains._mammo_physics import write_dicom
 
         write_dicom(path, image.astype(np.float64) / 65535.0 * 3.0 + 0.1,
                     {"patient_id": f"P{index:06d}", "laterality": "L", "view": "CC", "thickness_mm": 50.0,

@@ -6,6 +6,7 @@ from scipy.stats import norm
 
 from sciconv.config import schema_defaults
 from sciconv.domains import ccd
+from sciconv.domains import _ccd_physics as physics
 
 
 def source(**overrides):
@@ -46,10 +47,10 @@ def test_pedestals_differ_per_amplifier_and_are_removed():
 
 def test_deposited_charge_matches_energy_over_pair_energy():
     src = quiet_source(readout_noise_e=0.0)
-    frame = ccd._Frame(src, np.random.default_rng(3))
+    frame = physics._Frame(src, np.random.default_rng(3))
     frame.deposit(np.array([960.0]), np.array([960.0]), np.array([300.0]), np.array([1570]), ccd.OTHER_POINT)
     assert frame.charge.sum() == 1570  # every electron lands in the frame
-    n = ccd.ionisation_electrons(np.random.default_rng(4), np.full(20000, 5.9), fano=0.119)
+    n = physics.ionisation_electrons(np.random.default_rng(4), np.full(20000, 5.9), fano=0.119)
     assert n.mean() == pytest.approx(5900 / 3.749, rel=1e-3)  # 3.749 eV per pair
     assert n.var() == pytest.approx(0.119 * 5900 / 3.749, rel=0.05)  # Fano-limited spread
 
@@ -57,13 +58,13 @@ def test_deposited_charge_matches_energy_over_pair_energy():
 @pytest.mark.parametrize("depth_um", [50.0, 350.0, 650.0])
 def test_cluster_width_follows_the_diffusion_law(depth_um):
     src = quiet_source(readout_noise_e=0.0)
-    frame = ccd._Frame(src, np.random.default_rng(5))
+    frame = physics._Frame(src, np.random.default_rng(5))
     x = y = 64 * 15.0 + 7.5  # centre of a pixel
     frame.deposit(np.array([x]), np.array([y]), np.array([depth_um]), np.array([200_000]), ccd.TRITIUM)
     rows, cols = np.indices(frame.charge.shape)
     w = frame.charge / frame.charge.sum()
     var_px = (w * (cols - (w * cols).sum()) ** 2).sum()
-    sigma_px = ccd.diffusion_sigma_um(depth_um, src["diffusion_a_um2"], src["diffusion_b_per_um"]) / 15.0
+    sigma_px = physics.diffusion_sigma_um(depth_um, src["diffusion_a_um2"], src["diffusion_b_per_um"]) / 15.0
     # the variance a Gaussian centred on a pixel keeps after binning into whole pixels
     k = np.arange(-20, 21)
     p = norm.cdf((k + 0.5) / sigma_px) - norm.cdf((k - 0.5) / sigma_px)
@@ -71,16 +72,16 @@ def test_cluster_width_follows_the_diffusion_law(depth_um):
 
 
 def test_deeper_interactions_make_wider_clusters():
-    sigmas = ccd.diffusion_sigma_um(np.array([10.0, 300.0, 675.0]), 285.0, 8.2e-4)
+    sigmas = physics.diffusion_sigma_um(np.array([10.0, 300.0, 675.0]), 285.0, 8.2e-4)
     assert np.all(np.diff(sigmas) > 0)
     assert 0.8 < sigmas[-1] / 15.0 < 1.5  # about a pixel at the back of a 675 um device
 
 
 def test_tritium_spectrum_mean_and_endpoint():
-    energies = ccd.sample_beta_energies(np.random.default_rng(6), 200_000, 18.6)
+    energies = physics.sample_beta_energies(np.random.default_rng(6), 200_000, 18.6)
     assert energies.mean() == pytest.approx(5.7, abs=0.15)
     assert energies.max() <= 18.6
-    assert ccd.electron_range_um(18.6) < 5.0  # far below a 15 um pixel: point-like
+    assert physics.electron_range_um(18.6) < 5.0  # far below a 15 um pixel: point-like
 
 
 def test_muon_deposits_about_80_electrons_per_micrometre():
@@ -88,7 +89,7 @@ def test_muon_deposits_about_80_electrons_per_micrometre():
     rng = np.random.default_rng(7)
     ratios = []
     for _ in range(20):
-        frame = ccd._Frame(src, rng)
+        frame = physics._Frame(src, rng)
         frame.add_muon()
         if frame.charge.sum() and (frame.label == ccd.TRACK).any():
             ratios.append(frame.charge.sum())

@@ -12,6 +12,7 @@ from conftest import REPO
 from sciconv import data, io
 from sciconv.config import load_dataset, load_global
 from sciconv.domains import mammography as mg
+from sciconv.domains import _mammo_physics as physics
 from sciconv.metrics import choose_threshold, classification_metrics
 from sciconv.tasks.classification import build_loss
 
@@ -28,13 +29,13 @@ def test_dicom_round_trip_gives_the_written_values(tmp_path, monochrome1, rescal
     mg.write_dicom(path, attenuation, META | {"rescale": rescale, "monochrome1": monochrome1})
 
     image, meta = io.read(path)
-    expected = mg.presentation_values(attenuation)
+    expected = physics.presentation_values(attenuation)
     # the only loss is the rounding of stored integers: half a stored step in modality units
     assert image.shape == (1, 40, 32)
     np.testing.assert_allclose(image[0], expected, atol=rescale[0] / 2 + 1e-6)
 
     raw = pydicom.dcmread(path)
-    assert raw.Modality == "MG" and raw.SOPClassUID == mg.MG_FOR_PRESENTATION
+    assert raw.Modality == "MG" and raw.SOPClassUID == physics.MG_FOR_PRESENTATION
     assert raw.PhotometricInterpretation == ("MONOCHROME1" if monochrome1 else "MONOCHROME2")
     assert raw.BitsStored == 14 and float(raw.RescaleSlope) == rescale[0]
     stored = raw.pixel_array.astype(float)
@@ -74,19 +75,19 @@ def test_simulator_writes_four_views_per_patient_with_masks_for_lesions(tmp_path
 
 def test_power_law_texture_has_the_configured_exponent():
     rng = np.random.default_rng(1)
-    field = mg.power_law_field(rng, (256, 256), beta=3.0)
+    field = physics.power_law_field(rng, (256, 256), beta=3.0)
     spectrum = np.abs(np.fft.fft2(field)) ** 2
     f = np.hypot(*np.meshgrid(np.fft.fftfreq(256), np.fft.fftfreq(256), indexing="ij"))
     band = (f > 0.02) & (f < 0.3)
     slope = np.polyfit(np.log(f[band]), np.log(spectrum[band]), 1)[0]
     assert slope == pytest.approx(-3.0, abs=0.15)
-    gland = mg.glandular_fraction(field, density=0.3)
+    gland = physics.glandular_fraction(field, density=0.3)
     assert gland.mean() == pytest.approx(0.3, abs=0.03) and 0 <= gland.min() and gland.max() <= 1
 
 
 def test_path_length_falls_to_zero_at_the_skin_line():
     d = np.array([-1.0, 0.0, 5.0, 25.0, 100.0])
-    t = mg.path_length_cm(d, thickness_cm=5.0)
+    t = physics.path_length_cm(d, thickness_cm=5.0)
     assert t[0] == 0 and t[1] == 0 and 0 < t[2] < 5.0 and t[3] == pytest.approx(5.0) and t[4] == 5.0
 
 

@@ -1,0 +1,196 @@
+"""The CCD simulator's physics: charge yield, diffusion, beta spectra, electron ranges, tracks and the frame.
+
+Sources are in sciconv/domains/ccd.py's docstring and shared/science.md.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+TRITIUM, OTHER_POINT, TRACK, ALPHA = 1, 2, 3, 4
+EV_PER_PAIR = 3.749  # eV per electron-hole pair in Si, Rodrigues et al. 2020
+ELECTRON_MASS_KEV = 510.999
+FINE_STRUCTURE = 1 / 137.036
+SILICON_DENSITY = 2.33  # g/cm^3
+SILICON_RADIATION_LENGTH_UM = 93_700.0  # X0 = 9.37 cm (PDG)
+
+
+# --------------------------------------------------------------------------- physics
+def diffusion_sigma_um(depth_um: np.ndarray, a_um2: float, b_per_um: float) -> np.ndarray:
+    """Lateral diffusion after drifting depth_um to the gates: sigma^2 = -A ln|1 - b z| (DAMIC)."""
+    return np.sqrt(-a_um2 * np.log(np.abs(1.0 - b_per_um * np.asarray(depth_um, dtype=float))))
+
+
+def beta_spectrum(energy_kev: np.ndarray, endpoint_kev: float, daughter_z: int = 2) -> np.ndarray:
+    """Allowed beta spectrum N(T) ~ F(Z, T) p E (Q - T)^2 with the non-relativistic Fermi function.
+
+    For tritium the daughter is He-3 (Z = 2); this shape gives the measured mean of 5.7 keV.
+    """
+    t = np.asarray(energy_kev, dtype=float)
+    e_total = t + ELECTRON_MASS_KEV
+    p = np.sqrt(np.maximum(e_total**2 - ELECTRON_MASS_KEV**2, 1e-12))
+    eta = FINE_STRUCTURE * daughter_z * e_total / p
+    fermi = 2 * np.pi * eta / (1 - np.exp(-2 * np.pi * eta))
+    return np.where((t > 0) & (t < endpoint_kev), fermi * p * e_total * (endpoint_kev - t) ** 2, 0.0)
+
+
+def sample_beta_energies(rng: np.random.Generator, n: int, endpoint_kev: float) -> np.ndarray:
+    grid = np.linspace(0, endpoint_kev, 4001)
+    cdf = np.cumsum(beta_spectrum(grid, endpoint_kev))
+    cdf /= cdf[-1]
+    return np.interp(rng.random(n), cdf, grid)
+
+
+def electron_range_um(energy_kev: np.ndarray) -> np.ndarray:
+    """CSDA range in silicon from the Katz-Penfold relation R = 0.412 T^(1.265 - 0.0954 ln T) g/cm^2 (T in MeV)."""
+    t_mev = np.maximum(np.asarray(energy_kev, dtype=float) / 1000.0, 1e-4)
+    grams_per_cm2 = 0.412 * t_mev ** (1.265 - 0.0954 * np.log(t_mev))
+    return grams_per_cm2 / SILICON_DENSITY * 1e4
+
+
+def ionisation_electrons(rng: np.random.Generator, energy_kev: np.ndarray, fano: float) -> np.ndarray:
+    """Electron-hole pairs for a deposit: mean E / 3.749 eV, variance F x mean (Fano)."""
+    mean = np.asarray(energy_kev) * 1000.0 / EV_PER_PAIR
+    return np.maximum(np.rint(rng.normal(mean, np.sqrt(fano * mean + 1e-12))), 0).astype(np.int64)
+
+
+class _Frame:
+    """Accumulates events on a frame and the per-pixel label of the dominant event."""
+
+    def __init__(self, src: dict, rng: np.random.Generator):
+        self.src, self.rng = src, rng
+        self.shape = tuple(src["frame_size"])
+        self.pixel = src["pixel_size_um"]
+        self.charge = np.zeros(self.shape, dtype=np.float64)
+        self.label = np.zeros(self.shape, dtype=np.uint8)
+        self.dominant = np.zeros(self.shape, dtype=np.float64)
+
+    def deposit(self, x_um, y_um, z_um, n_electrons, label, extra_sigma_um=0.0):
+        """Drift each packet of electrons to the gates, diffusing it by its depth, and bin into pixels."""
+        n_electrons = np.asarray(n_electrons, dtype=np.int64)
+        if n_electrons.sum() == 0:
+            return
+        sigma = np.hypot(diffusion_sigma_um(z_um, self.src["diffusion_a_um2"], self.src["diffusion_b_per_um"]),
+                         extra_sigma_um)
+        ex = np.repeat(np.asarray(x_um, dtype=float) * np.ones_like(sigma), n_electrons)
+        ey = np.repeat(np.asarray(y_um, dtype=float) * np.ones_like(sigma), n_electrons)
+        es = np.repeat(sigma, n_electrons)
+        col = np.floor((ex + self.rng.normal(0, 1, ex.size) * es) / self.pixel).astype(np.int64)
+        row = np.floor((ey + self.rng.normal(0, 1, ey.size) * es) / self.pixel).astype(np.int64)
+        inside = (row >= 0) & (row < self.shape[0]) & (col >= 0) & (col < self.shape[1])
+        event = np.bincount(row[inside] * self.shape[1] + col[inside],
+                            minlength=self.shape[0] * self.shape[1]).reshape(self.shape)
+        self.charge += event
+        owns = (event >= self.src["label_threshold_e"]) & (event > self.dominant)
+        self.label[owns] = label
+        self.dominant = np.maximum(self.dominant, event)
+
+    def random_xy(self, margin_px=0.0):
+        h, w = self.shape
+        return (self.rng.uniform(-margin_px, w + margin_px) * self.pixel,
+                self.rng.uniform(-margin_px, h + margin_px) * self.pixel)
+
+    def add_point(self, energy_kev, depth_um, label, extra_sigma_um=0.0):
+        x, y = self.random_xy()
+        n = ionisation_electrons(self.rng, np.array([energy_kev]), self.src["fano_factor"])
+        self.deposit(np.array([x]), np.array([y]), np.array([depth_um]), n, label, extra_sigma_um)
+
+    def add_muon(self):
+        """Straight track through the full thickness; zenith angle from the cos^2 law (cos(theta) = U^(1/3))."""
+        thick = self.src["thickness_um"]
+        cos_t = min(max(self.rng.random() ** (1 / 3), math.cos(math.radians(85))), 1.0)
+        horizontal = thick * math.sqrt(1 - cos_t**2) / cos_t
+        phi = self.rng.uniform(0, 2 * math.pi)
+        x0, y0 = self.random_xy(margin_px=horizontal / self.pixel / 2)
+        length = thick / cos_t
+        n_steps = max(int(length / 2.0), 1)  # 2 um steps: finer than any diffusion scale
+        t = (np.arange(n_steps) + 0.5) / n_steps
+        n = self.rng.poisson(self.src["muon_e_per_um"] * length / n_steps, n_steps)
+        self.deposit(x0 + t * horizontal * math.cos(phi), y0 + t * horizontal * math.sin(phi), t * thick, n, TRACK)
+
+    def add_electron(self):
+        """A Compton electron: CSDA path with Highland multiple scattering, energy from the range table."""
+        lo, hi = self.src["electron_energy_kev"]
+        energy = math.exp(self.rng.uniform(math.log(lo), math.log(hi)))
+        grid = np.geomspace(1.0, max(hi, energy) * 1.01, 512)
+        ranges = electron_range_um(grid)
+        residual = float(np.interp(energy, grid, ranges))
+        step = 5.0
+        pos = np.array([*self.random_xy(), self.rng.uniform(0, self.src["thickness_um"])])
+        direction = self.rng.normal(size=3)
+        direction /= np.linalg.norm(direction)
+        points, deposits = [], []
+        while residual > step and 0 <= pos[2] <= self.src["thickness_um"]:
+            e_now = float(np.interp(residual, ranges, grid))
+            e_next = float(np.interp(residual - step, ranges, grid))
+            pc = math.sqrt(e_now**2 + 2 * e_now * ELECTRON_MASS_KEV)
+            beta = pc / (e_now + ELECTRON_MASS_KEV)
+            theta0 = 13.6e3 / (beta * pc) * math.sqrt(step / SILICON_RADIATION_LENGTH_UM)
+            direction = direction + self.rng.normal(0, theta0, 3)
+            direction /= np.linalg.norm(direction)
+            pos = pos + step * direction
+            points.append(pos.copy())
+            deposits.append(e_now - e_next)
+            residual -= step
+        if points:
+            pts = np.clip(np.array(points), [-1e9, -1e9, 0], [1e9, 1e9, self.src["thickness_um"]])
+            n = ionisation_electrons(self.rng, np.array(deposits), self.src["fano_factor"])
+            self.deposit(pts[:, 0], pts[:, 1], pts[:, 2], n, TRACK)
+
+
+def simulate_frame(src: dict, rng: np.random.Generator, defects: dict) -> tuple[np.ndarray, np.ndarray, dict]:
+    """One exposure: events, dark current, defects, readout noise, pedestals, gain and saturation.
+
+    Returns (ADU frame as uint16, label mask, header keywords).
+    """
+    frame = _Frame(src, rng)
+    rates = src["events_per_frame"]
+    thick = src["thickness_um"]
+    for energy in sample_beta_energies(rng, rng.poisson(rates["tritium"]), src["tritium_endpoint_kev"]):
+        frame.add_point(energy, rng.uniform(0, thick), TRITIUM)  # tritium is spread through the bulk
+    for _ in range(rng.poisson(rates["xray"])):
+        line = rng.choice(src["xray_lines_kev"])
+        depth = thick - min(rng.exponential(src["xray_attenuation_um"]), thick)  # absorbed near the back
+        frame.add_point(line, depth, OTHER_POINT)
+    for _ in range(rng.poisson(rates["muon"])):
+        frame.add_muon()
+    for _ in range(rng.poisson(rates["electron"])):
+        frame.add_electron()
+    for _ in range(rng.poisson(rates["alpha"])):
+        # surface contamination on the back: the deposit sits at the back and diffuses most
+        frame.add_point(rng.uniform(*src["alpha_energy_mev"]) * 1000.0, thick - 10.0, ALPHA,
+                        extra_sigma_um=src["alpha_plasma_sigma_um"])
+
+    dark = defects["dark_map"]
+    electrons = frame.charge + rng.poisson(dark) + rng.normal(0, src["readout_noise_e"], frame.shape)
+    adu = electrons * src["gain_adu_per_e"]
+    for (c0, c1), pedestal in zip(defects["amp_columns"], defects["pedestals"]):
+        adu[:, c0:c1] += pedestal + rng.normal(0, 0.5)  # small frame-to-frame pedestal drift
+    adu = np.clip(np.rint(adu), 0, src["saturation_adu"]).astype(np.uint16)
+    header = {
+        "GAIN": (src["gain_adu_per_e"], "ADU per electron"),
+        "RDNOISE": (src["readout_noise_e"], "readout noise [e-]"),
+        "PIXSIZE": (src["pixel_size_um"], "pixel size [um]"),
+        "THICK": (thick, "device thickness [um]"),
+        "SATURATE": (src["saturation_adu"], "saturation level [ADU]"),
+        "NAMPS": (len(defects["amp_columns"]), "amplifiers, each reading a block of columns"),
+    }
+    for i, (c0, c1) in enumerate(defects["amp_columns"], start=1):
+        header[f"AMPSEC{i}"] = (f"[{c0 + 1}:{c1},1:{frame.shape[0]}]", "FITS section read by amplifier")
+    return adu, frame.label, header
+
+
+def sensor_defects(src: dict, rng: np.random.Generator) -> dict:
+    """Properties of the device, the same in every frame: pedestals, hot pixels, a hot column."""
+    h, w = src["frame_size"]
+    edges = np.linspace(0, w, src["n_amplifiers"] + 1).astype(int)
+    dark = np.full((h, w), src["dark_current_e"])
+    dark[rng.integers(0, h, src["n_hot_pixels"]), rng.integers(0, w, src["n_hot_pixels"])] += src["hot_pixel_e"]
+    dark[:, rng.integers(0, w)] += src["hot_column_e"]
+    return {
+        "amp_columns": list(zip(edges[:-1], edges[1:])),
+        "pedestals": src["pedestal_adu"] * (1 + rng.uniform(-0.2, 0.2, src["n_amplifiers"])),
+        "dark_map": dark,
+    }
