@@ -8,6 +8,8 @@ rule simulate:
         manifest=f"{RESULTS}/{{dataset}}/raw/manifest.csv",
     params:
         global_config=GLOBAL_CONFIG,
+    benchmark:
+        f"{RESULTS}/benchmarks/simulate/{{dataset}}.tsv",
     log:
         "logs/simulate/{dataset}.log",
     threads: 1
@@ -25,6 +27,8 @@ rule ingest:
         f"{RESULTS}/{{dataset}}/ingested.h5",
     params:
         global_config=GLOBAL_CONFIG,
+    benchmark:
+        f"{RESULTS}/benchmarks/ingest/{{dataset}}.tsv",
     log:
         "logs/ingest/{dataset}.log",
     threads: 1
@@ -42,6 +46,8 @@ rule split:
         f"{RESULTS}/{{dataset}}/split.json",
     params:
         global_config=GLOBAL_CONFIG,
+    benchmark:
+        f"{RESULTS}/benchmarks/split/{{dataset}}.tsv",
     log:
         "logs/split/{dataset}.log",
     threads: 1
@@ -60,6 +66,8 @@ rule preprocess:
         f"{RESULTS}/{{dataset}}/preprocessed.h5",
     params:
         global_config=GLOBAL_CONFIG,
+    benchmark:
+        f"{RESULTS}/benchmarks/preprocess/{{dataset}}.tsv",
     log:
         "logs/preprocess/{dataset}.log",
     threads: 1

@@ -13,6 +13,8 @@ rule train:
         run=f"{RESULTS}/{{dataset}}/model/run.json",
     params:
         global_config=GLOBAL_CONFIG,
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{dataset}}.tsv",
     log:
         "logs/train/{dataset}.log",
     threads: TRAIN_THREADS
@@ -37,6 +39,8 @@ rule evaluate:
                      caption="../report/plots.rst", category="{dataset}", subcategory="plots"),
     params:
         global_config=GLOBAL_CONFIG,
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate/{{dataset}}.tsv",
     log:
         "logs/evaluate/{dataset}.log",
     threads: 1
@@ -61,6 +65,8 @@ rule explain:
                caption="../report/saliency.rst", category="{dataset}", subcategory="saliency"),
     params:
         global_config=GLOBAL_CONFIG,
+    benchmark:
+        f"{RESULTS}/benchmarks/explain/{{dataset}}.tsv",
     log:
         "logs/explain/{dataset}.log",
     threads: 1

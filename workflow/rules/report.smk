@@ -10,6 +10,8 @@ rule summary:
         html=report(f"{RESULTS}/summary.html", caption="../report/summary.rst", category="summary"),
     params:
         global_config=GLOBAL_CONFIG,
+    benchmark:
+        f"{RESULTS}/benchmarks/summary/all.tsv",
     log:
         "logs/summary/all.log",
     threads: 1
