@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", default="config/config.yaml",
                        help="global config file (default: %(default)s)")
         p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                       help="override a dataset key for this run, validated like the YAML and recorded in the "
+                            "MLflow params; repeatable (e.g. --set train.epochs=3 --set model.channels=[8,16])")
         if step in DEVICE_STEPS:
             p.add_argument("--device", choices=["auto", "cpu", "cuda"],
                            help="override the global config's device")
@@ -69,15 +72,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_step(step: str, ds, args) -> None:
+    """One pipeline step: under its lock, its earlier outputs removed first (so an interrupted rerun can
+    never leave an old model.pt or metrics.json passing for the new settings' results)."""
     from sciconv import distributed
+    from sciconv.paths import DatasetPaths
+    from sciconv.runtime import remove_outputs, step_lock
 
-    if step == "train" and distributed.should_launch(ds.cfg["gpus"]):
-        # the same command again, as gpus processes under torchrun
-        argv = ["train", str(ds.path), "--config", args.config] + (["--verbose"] if args.verbose else [])
-        argv += (["--device", args.device] if args.device else []) + (["--threads", str(args.threads)] if args.threads else [])
-        if distributed.launch(ds.cfg["gpus"], argv) != 0:
-            raise RuntimeError(f"data-parallel training of {ds.name} failed; the processes' errors are above")
-        return
+    if step not in PIPELINE or distributed.current().size > 1:
+        # inspect writes nothing; a process torchrun started runs under its launcher's lock
+        return call_step(step, ds, args)
+    paths = DatasetPaths(ds.results_dir)
+    with step_lock(paths.root, step, ds.name):
+        remove_outputs(paths.outputs(step))
+        if step == "train" and distributed.should_launch(ds.cfg["gpus"]):
+            # the same command again, as gpus processes under torchrun
+            argv = ["train", str(ds.path), "--config", args.config] + (["--verbose"] if args.verbose else [])
+            argv += (["--device", args.device] if args.device else []) + (["--threads", str(args.threads)] if args.threads else [])
+            argv += [f"--set={item}" for item in ds.overrides]
+            if distributed.launch(ds.cfg["gpus"], argv) != 0:
+                raise RuntimeError(f"data-parallel training of {ds.name} failed; the processes' errors are above")
+            return
+        call_step(step, ds, args)
+
+
+def call_step(step: str, ds, args) -> None:
     module = importlib.import_module(f"sciconv.steps.{step}")
     kwargs = {}
     if step in ("train", "evaluate"):
@@ -87,18 +105,29 @@ def run_step(step: str, ds, args) -> None:
     module.run(ds, **kwargs)
 
 
+def interrupt(signum, frame) -> None:
+    """SIGTERM (what Snakemake and schedulers send) and SIGINT stop a step the same way (StepInterrupted)."""
+    from sciconv.errors import StepInterrupted
+
+    raise StepInterrupted(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import signal
+
     from sciconv import config
     from sciconv.runtime import setup_logging
 
     setup_logging(args.verbose)
     # Errors a user can fix by changing a file: one clear message, no traceback.
     from sciconv.io import ReadError
-    from sciconv.errors import ModelConfigError, PredictError
+    from sciconv.errors import DeviceError, ModelConfigError, PredictError, StepBusy, TrainingError
     from sciconv.steps.ingest import IngestError
     from sciconv.store import StoreError
 
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     try:
         global_cfg = config.load_global(args.config)
         if args.step == "ui":
@@ -117,15 +146,20 @@ def main(argv: list[str] | None = None) -> int:
 
             predict.run(args.model, args.inputs, args.out, args.device, tracking_uri(global_cfg))
             return 0
-        ds = config.load_dataset(args.dataset, global_cfg)
+        ds = config.load_dataset(args.dataset, global_cfg, args.overrides)
         steps = PIPELINE if args.step == "run" else [args.step]
         if args.step == "run" and ds.cfg["source"]["kind"] != "simulate":
             steps = steps[1:]
         for step in steps:
             run_step(step, ds, args)
-    except (config.ConfigError, ModelConfigError, IngestError, StoreError, ReadError, PredictError) as err:
+    except (config.ConfigError, ModelConfigError, IngestError, StoreError, ReadError, PredictError, DeviceError,
+            TrainingError, StepBusy) as err:
         print(f"sciconv {args.step}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        print(f"sciconv {args.step}: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
     except OSError as err:
         from sciconv.runtime import storage_problem
 

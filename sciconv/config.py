@@ -155,6 +155,7 @@ class DatasetConfig:
     path: Path
     cfg: dict
     global_cfg: dict
+    overrides: tuple[str, ...] = ()  # --set KEY=VALUE given on the command line, in order
 
     @property
     def results_dir(self) -> Path:
@@ -187,19 +188,47 @@ def resolve_dataset_path(name_or_path: str, global_cfg: dict) -> Path:
     return Path(global_cfg["datasets_dir"]) / f"{name_or_path}.yaml"
 
 
-def load_dataset(name_or_path: str, global_cfg: dict) -> DatasetConfig:
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
+    """--set train.epochs=3 --set model.channels=[8,16] -> {"train": {"epochs": 3}, "model": {"channels": [8, 16]}};
+    values are read as YAML, so numbers, lists and booleans take their types."""
+    nested: dict = {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip() or any(not part for part in key.split(".")):
+            raise ConfigError(f"--set {item}: expected KEY=VALUE with a dotted key, e.g. --set train.epochs=3")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item}: the value is not valid YAML ({err})") from err
+        *parents, leaf = key.strip().split(".")
+        target = nested
+        for part in parents:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"--set {item}: {part} was given a value by an earlier --set")
+        target[leaf] = value
+    return nested
+
+
+def load_dataset(name_or_path: str, global_cfg: dict, overrides: list[str] | tuple[str, ...] = ()) -> DatasetConfig:
+    """The dataset's validated config, defaults filled in; `overrides` (--set KEY=VALUE) apply on top of
+    the YAML and are validated with it, so a wrong key names itself."""
     path = resolve_dataset_path(name_or_path, global_cfg)
-    raw = read_yaml(path)
+    raw = deep_merge(read_yaml(path), parse_overrides(overrides))
+    if overrides:
+        path_label = f"{path} (with --set {' '.join(overrides)})"
+    else:
+        path_label = path
     domain = raw.get("domain")
     if domain not in available_domains():
         # Validate first against the bare schema so the error names the key and the choices.
-        validate(raw, dataset_schema(None), path)
+        validate(raw, dataset_schema(None), path_label)
     module = get_domain(domain)
     source = raw.get("source")
     schema = dataset_schema(domain, source.get("kind") if isinstance(source, dict) else None)
     cfg = deep_merge(schema_defaults(schema), module.DEFAULTS)
     cfg = deep_merge(cfg, raw)
-    validate(cfg, schema, path)
+    validate(cfg, schema, path_label)
     if cfg["task"] not in module.TASKS:
         raise ConfigError(
             f"{path}: key task: domain {domain!r} supports {', '.join(module.TASKS)}, not {cfg['task']!r}")
@@ -214,10 +243,28 @@ def load_dataset(name_or_path: str, global_cfg: dict) -> DatasetConfig:
     if fixed is not None and cfg.get("classes") not in (None, fixed):
         raise ConfigError(f"{path}: key classes: domain {domain!r} fixes its classes: "
                           f"{', '.join(fixed)}; remove the key")
-    ds = DatasetConfig(name=path.stem, path=path, cfg=cfg, global_cfg=global_cfg)
+    ds = DatasetConfig(name=path.stem, path=path, cfg=cfg, global_cfg=global_cfg, overrides=tuple(overrides))
     if cfg["task"] == "segmentation":
         check_segmentation_labels(path, cfg, ds.class_names)
+    check_network_for_task(path, cfg)
     return ds
+
+
+def check_network_for_task(path: Path, cfg: dict) -> None:
+    """The network's kind fits the task, and encoder freezing has an encoder to freeze: before any job."""
+    from sciconv.networks import SEGMENTERS, is_segmenter
+    from sciconv.tasks import TASKS
+
+    name, dense = cfg["model"]["name"], TASKS[cfg["task"]].dense
+    if dense and not is_segmenter(name):
+        raise ConfigError(f"{path}: key model.name: {name!r} is an image-level network; "
+                          f"{cfg['task']} needs one of {', '.join(SEGMENTERS)}")
+    if not dense and is_segmenter(name):
+        raise ConfigError(f"{path}: key model.name: {name!r} is a segmenter; "
+                          f"{cfg['task']} needs an image-level network such as densenet121 or resnet18")
+    if cfg["init_from"] and cfg["train"]["freeze_encoder_epochs"] and is_segmenter(name):
+        raise ConfigError(f"{path}: key train.freeze_encoder_epochs: freezing applies to image-level networks; "
+                          "set it to 0 for a segmenter")
 
 
 def check_segmentation_labels(path: Path, cfg: dict, class_names: list[str]) -> None:

@@ -12,3 +12,26 @@ class ModelConfigError(ValueError):
 
 class PredictError(ValueError):
     """The model or the inputs of sciconv predict cannot be used; the message says which and why."""
+
+
+class DeviceError(ValueError):
+    """The requested device is not there (device: cuda without a visible GPU); the message says what to set."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a loss that is no longer finite); the message says what to check."""
+
+
+class StepBusy(RuntimeError):
+    """Another process runs the same step on the same dataset; the message names it."""
+
+
+class StepInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM reached a step: it stops, its MLflow run ends KILLED, and the exit status is
+    128 + the signal's number, as a shell reports a killed command."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)

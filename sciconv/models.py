@@ -19,12 +19,9 @@ def _norm(name: str):
     return None if name == "none" else name
 
 
-SEGMENTERS = ("unet", "basic_unet", "segresnet")
+from sciconv.networks import SEGMENTERS, is_segmenter  # noqa: F401,E402 - part of this module's interface
+
 RESNET_LAYERS = {"resnet10": [1, 1, 1, 1], "resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3]}
-
-
-def is_segmenter(name: str) -> bool:
-    return name in SEGMENTERS
 
 
 def model_args(model_cfg: dict, spatial_dims: int, in_channels: int, out_channels: int) -> dict:

@@ -19,4 +19,25 @@ class DatasetPaths:
     model = property(lambda self: self.root / "model" / "model.pt")
     checkpoint = property(lambda self: self.root / "model" / "last.pt")
     metrics = property(lambda self: self.root / "metrics.json")
+    plots = property(lambda self: self.root / "plots")
+    per_sample_metrics = property(lambda self: self.root / "per_sample_metrics.json")
+    per_sample_table = property(lambda self: self.root / "per_sample_metrics.csv")
+    predicted_masks = property(lambda self: self.root / "predicted_masks")
     saliency = property(lambda self: self.root / "saliency")
+    network = property(lambda self: self.root / "network")
+    augmented_samples = property(lambda self: self.root / "model" / "augmented_samples.png")
+
+    def outputs(self, step: str) -> list[Path]:
+        """Every file and folder `step` writes (the workflow's rules declare the same): a step that starts
+        afresh removes them first, so nothing of an earlier run can pass for this one's. last.pt is left
+        out on purpose: it is what an interrupted training resumes from."""
+        return {
+            "simulate": [self.raw],
+            "ingest": [self.ingested, self.rejected],
+            "split": [self.split],
+            "preprocess": [self.preprocessed],
+            "train": [self.model, self.model_dir / "run.json", self.augmented_samples],
+            "evaluate": [self.metrics, self.per_sample_metrics, self.per_sample_table, self.plots,
+                         self.predicted_masks],
+            "explain": [self.saliency, self.network],
+        }[step]

@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,10 @@ def pick_device(requested: str):
     import torch
 
     if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was requested but no CUDA GPU is visible; set device: auto or cpu")
+        from sciconv.errors import DeviceError
+
+        raise DeviceError("device cuda was requested (--device or device: in config/config.yaml) but no CUDA GPU "
+                          "is visible to this process; use --device auto or cpu, or set device: auto")
     if requested == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", claim_gpu(torch.cuda.device_count()))
@@ -84,6 +88,49 @@ def claim_gpu(n_devices: int, lock_dir: Path | str | None = None) -> int:
         return index
     log.warning("all %d GPUs are held by other sciconv jobs; sharing GPU 0", n_devices)
     return 0
+
+
+@contextmanager
+def step_lock(folder: Path | str, step: str, dataset: str):
+    """Hold `<folder>/.sciconv-<step>.lock` while the block runs: a second process of the same step on the
+    same dataset stops with a message naming the first. The lock is the operating system's (flock), so it
+    is released when its holder ends, also after SIGKILL: a stale file from a dead process is taken over."""
+    import fcntl
+
+    from sciconv.errors import StepBusy
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f".sciconv-{step}.lock"
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise StepBusy(f"`sciconv {step} {dataset}` is already running (pid {holder}, lock {path}); "
+                       "wait for it to end, or stop it, before running the step again") from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def remove_outputs(paths: list[Path]) -> None:
+    """Delete a step's earlier outputs before it runs afresh, so none of them can pass for this run's."""
+    import shutil
+
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def sha256_file(path: Path | str, block: int = 1 << 20) -> str:

@@ -194,8 +194,38 @@ class Tracker:
             mlflow.pytorch.log_model(net, name="model", input_example=input_example, signature=signature,
                                      pip_requirements=requirements)
 
-    def finish(self, status: str = "FINISHED") -> None:
+    def end(self, status: str = "FINISHED") -> None:
         retry(lambda: self.client.set_terminated(self.run_id, status=status), "end run")
+
+    @contextmanager
+    def closing(self):
+        """The run ends in a true state whatever happens in the block: FINISHED when it completes,
+        KILLED on SIGINT or SIGTERM (StepInterrupted, KeyboardInterrupt), FAILED on any other
+        exception, with the error as the tag `error`. The exception goes on to the caller."""
+        from sciconv.errors import StepInterrupted
+
+        try:
+            yield self
+        except KeyboardInterrupt as err:
+            signal = err.args[0] if isinstance(err, StepInterrupted) else "SIGINT"
+            self._end_quietly("KILLED", {"error": f"interrupted by {signal}"})
+            raise
+        except BaseException as err:
+            self._end_quietly("FAILED", {"error": f"{type(err).__name__}: {err}"[:5000]})
+            raise
+        else:
+            self.end("FINISHED")
+
+    def _end_quietly(self, status: str, tags: dict) -> None:
+        """End the run while an exception is under way: a store problem here must not hide that exception."""
+        from mlflow.exceptions import MlflowException
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            self.set_tags(tags)
+            self.end(status)
+        except (MlflowException, SQLAlchemyError, OSError) as err:
+            log.warning("could not mark MLflow run %s %s: %s", self.run_id, status, err)
 
 
 def tracking_uri(global_cfg: dict) -> str:

@@ -15,22 +15,22 @@ def run(ds: DatasetConfig, device: str | None = None) -> None:
     paths = DatasetPaths(ds.results_dir)
     dev = pick_device(device or ds.global_cfg["device"])
     net, checkpoint = load_model(paths.model, dev)
-    test = data.load_records(paths.preprocessed, data.load_split(paths.split)["test"])
-    paths.saliency.mkdir(parents=True, exist_ok=True)
-    for stale in paths.saliency.glob("*.png"):  # a rerun must not mix in images of an earlier model
-        stale.unlink()
-    written = task_module(ds.cfg["task"]).explain(ds, net, checkpoint, test, dev, paths.saliency)
-    # what the network learned: its first filters, and what a few layers make of one test image
-    network_dir = paths.root / "network"
-    learned = [plots.first_layer_filters(network_dir, net, ds.name),
-               plots.feature_maps(network_dir, net, test[0]["image"], f"{ds.name} {test[0]['id']}",
-                                  multiple=models.downsampling_factor(checkpoint["model_args"])
-                                  if models.is_segmenter(checkpoint["model_args"]["name"]) else 1)]
     tracker = Tracker(tracking_uri(ds.global_cfg), ds.global_cfg["results_dir"], ds.name)
     tracker.start(checkpoint["mlflow_run_id"])
-    if written:
-        tracker.log_artifact(paths.saliency, "saliency")
-    for path in learned:
-        tracker.log_artifact(path, "network")
-    tracker.finish()
+    with tracker.closing():  # the training run reopened: FINISHED again, or FAILED with the error
+        test = data.load_records(paths.preprocessed, data.load_split(paths.split)["test"])
+        paths.saliency.mkdir(parents=True, exist_ok=True)
+        for stale in paths.saliency.glob("*.png"):  # a rerun must not mix in images of an earlier model
+            stale.unlink()
+        written = task_module(ds.cfg["task"]).explain(ds, net, checkpoint, test, dev, paths.saliency)
+        # what the network learned: its first filters, and what a few layers make of one test image
+        multiple = (models.downsampling_factor(checkpoint["model_args"])
+                    if models.is_segmenter(checkpoint["model_args"]["name"]) else 1)
+        learned = [plots.first_layer_filters(paths.network, net, ds.name),
+                   plots.feature_maps(paths.network, net, test[0]["image"], f"{ds.name} {test[0]['id']}",
+                                      multiple=multiple)]
+        if written:
+            tracker.log_artifact(paths.saliency, "saliency")
+        for path in learned:
+            tracker.log_artifact(path, "network")
     log.info("wrote %d saliency images to %s", len(written), paths.saliency)

@@ -198,9 +198,8 @@ def run(ds: DatasetConfig) -> None:
             raise IngestError(f"{len(rejected)} problem(s) in {len(rows)} input files (on_bad_input: fail; "
                               "set on_bad_input: skip to leave them out):\n  "
                               + "\n  ".join(f"{p}: {r}" for p, r in rejected))
+    # always written (a header alone when nothing was left out): a declared output of the step
+    write_rejected(paths.rejected, rejected)
     if rejected:
-        write_rejected(paths.rejected, rejected)
         log.warning("skipped %d of %d files; reasons in %s", len(rejected), len(rows), paths.rejected)
-    else:
-        paths.rejected.unlink(missing_ok=True)
     log.info("ingested %d samples into %s", store.count, paths.ingested)

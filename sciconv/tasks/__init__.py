@@ -12,8 +12,29 @@ explain(ds, net, checkpoint, test, device, out_dir) for the steps of the same na
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 
-TASK_MODULES = {"segmentation": "segmentation", "classification": "classification", "regression": "regression"}
+
+@dataclass(frozen=True)
+class TaskFacts:
+    """What the workflow must know of a task when it parses, before any job: without importing the
+    task's module (and torch with it), which costs seconds on every `snakemake -n`."""
+
+    module: str
+    # one output per pixel or voxel (a segmenter network), else one row per image
+    dense: bool = False
+    # config keys the task's evaluate reads beyond sciconv.settings.DATASET_READS["evaluate"]
+    evaluate_reads: tuple[str, ...] = ()
+
+
+TASKS = {
+    "segmentation": TaskFacts("segmentation", dense=True),
+    # the pointing game scores the saliency method's maps inside the evaluation
+    "classification": TaskFacts("classification",
+                                evaluate_reads=("explain.method", "explain.pointing_tolerance_px", "explain.target_layer")),
+    "regression": TaskFacts("regression"),
+}
+TASK_MODULES = {name: facts.module for name, facts in TASKS.items()}
 
 
 def task_module(task: str):

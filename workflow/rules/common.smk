@@ -7,6 +7,7 @@ import uuid
 from snakemake.exceptions import WorkflowError
 
 from sciconv.config import ConfigError, load_dataset, load_global
+from sciconv.settings import settings_text
 from sciconv.tracking import SNAKEMAKE_RUN_ID, ensure_store, tracking_uri
 
 # The global config file sciconv's own commands should read: the one given to Snakemake.
@@ -69,6 +70,12 @@ def dataset_yaml(wildcards):
     return str(DATASETS[wildcards.dataset].path)
 
 
+def step_settings(step):
+    """params.settings of a rule: the resolved settings its step reads, compared by Snakemake's params
+    rerun trigger (sciconv.settings)."""
+    return lambda wildcards: settings_text(DATASETS[wildcards.dataset], step)
+
+
 def train_gpus(wildcards):
     """A training job holds as many GPUs as its dataset's `gpus` (data-parallel), none on CPU.
 
@@ -81,7 +88,7 @@ def train_gpus(wildcards):
 def raw_input(wildcards):
     """Simulated datasets ingest the simulator's manifest; others read their own files."""
     if DATASETS[wildcards.dataset].cfg["source"]["kind"] == "simulate":
-        return f"{RESULTS}/{wildcards.dataset}/raw/manifest.csv"
+        return f"{RESULTS}/{wildcards.dataset}/raw"
     return []
 
 

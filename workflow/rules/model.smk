@@ -3,7 +3,6 @@
 
 rule train:
     input:
-        config=dataset_yaml,
         preprocessed=f"{RESULTS}/{{dataset}}/preprocessed.h5",
         split=f"{RESULTS}/{{dataset}}/split.json",
     output:
@@ -11,10 +10,13 @@ rule train:
         # keeps it when a job fails and the rerun resumes from it.
         model=f"{RESULTS}/{{dataset}}/model/model.pt",
         run=f"{RESULTS}/{{dataset}}/model/run.json",
+        augmented=f"{RESULTS}/{{dataset}}/model/augmented_samples.png",
     params:
+        dataset=dataset_yaml,
         global_config=GLOBAL_CONFIG,
+        settings=step_settings("train"),
     benchmark:
-        f"{RESULTS}/benchmarks/train/{{dataset}}.tsv",
+        f"{RESULTS}/benchmarks/train/{{dataset}}.tsv"
     log:
         "logs/train/{dataset}.log",
     threads: TRAIN_THREADS
@@ -23,24 +25,28 @@ rule train:
     conda:
         ENV
     shell:
-        "sciconv train {input.config} --config {params.global_config} --threads {threads} > {log} 2>&1"
+        "sciconv train {params.dataset} --config {params.global_config} --threads {threads} > {log} 2>&1"
 
 
 rule evaluate:
     input:
-        config=dataset_yaml,
         model=f"{RESULTS}/{{dataset}}/model/model.pt",
         preprocessed=f"{RESULTS}/{{dataset}}/preprocessed.h5",
         split=f"{RESULTS}/{{dataset}}/split.json",
     output:
         metrics=report(f"{RESULTS}/{{dataset}}/metrics.json", caption="../report/metrics.rst",
                        category="{dataset}", subcategory="metrics"),
+        per_sample=f"{RESULTS}/{{dataset}}/per_sample_metrics.json",
+        per_sample_table=f"{RESULTS}/{{dataset}}/per_sample_metrics.csv",
         plots=report(directory(f"{RESULTS}/{{dataset}}/plots"), patterns=["{name}.png"],
                      caption="../report/plots.rst", category="{dataset}", subcategory="plots"),
+        predicted_masks=directory(f"{RESULTS}/{{dataset}}/predicted_masks"),
     params:
+        dataset=dataset_yaml,
         global_config=GLOBAL_CONFIG,
+        settings=step_settings("evaluate"),
     benchmark:
-        f"{RESULTS}/benchmarks/evaluate/{{dataset}}.tsv",
+        f"{RESULTS}/benchmarks/evaluate/{{dataset}}.tsv"
     log:
         "logs/evaluate/{dataset}.log",
     threads: 1
@@ -49,24 +55,26 @@ rule evaluate:
     conda:
         ENV
     shell:
-        "sciconv evaluate {input.config} --config {params.global_config} --threads {threads} > {log} 2>&1"
+        "sciconv evaluate {params.dataset} --config {params.global_config} --threads {threads} > {log} 2>&1"
 
 
 rule explain:
     input:
-        config=dataset_yaml,
         model=f"{RESULTS}/{{dataset}}/model/model.pt",
         preprocessed=f"{RESULTS}/{{dataset}}/preprocessed.h5",
         split=f"{RESULTS}/{{dataset}}/split.json",
         # after evaluate: both write to the same MLflow run, one at a time
         metrics=f"{RESULTS}/{{dataset}}/metrics.json",
     output:
-        report(directory(f"{RESULTS}/{{dataset}}/saliency"), patterns=["{name}.png"],
-               caption="../report/saliency.rst", category="{dataset}", subcategory="saliency"),
+        saliency=report(directory(f"{RESULTS}/{{dataset}}/saliency"), patterns=["{name}.png"],
+                        caption="../report/saliency.rst", category="{dataset}", subcategory="saliency"),
+        network=directory(f"{RESULTS}/{{dataset}}/network"),
     params:
+        dataset=dataset_yaml,
         global_config=GLOBAL_CONFIG,
+        settings=step_settings("explain"),
     benchmark:
-        f"{RESULTS}/benchmarks/explain/{{dataset}}.tsv",
+        f"{RESULTS}/benchmarks/explain/{{dataset}}.tsv"
     log:
         "logs/explain/{dataset}.log",
     threads: 1
@@ -75,4 +83,4 @@ rule explain:
     conda:
         ENV
     shell:
-        "sciconv explain {input.config} --config {params.global_config} > {log} 2>&1"
+        "sciconv explain {params.dataset} --config {params.global_config} > {log} 2>&1"
