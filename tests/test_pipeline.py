@@ -64,6 +64,13 @@ def test_workflow_produces_every_output_and_logs_to_mlflow(project, tool_env):
     invocation = run_info.data.tags["snakemake_run_id"]
     assert len(invocation) == 32 and all(client.get_run(r.info.run_id).data.tags["snakemake_run_id"] == invocation
                                          for r in client.search_runs([e.experiment_id for e in client.search_experiments()]))
+    # every run the pipeline touched ended in a true state
+    every_run = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert every_run and {r.info.status for r in every_run} == {"FINISHED"}
+    # and the rules' benchmark records reach the summary: wall time and peak memory per step
+    assert (project / "results/benchmarks/train/ccd_micro.tsv").is_file()
+    costs = summary[summary.index("## Time and peak memory per step"):].splitlines()
+    assert any(line.startswith("| ccd_micro | ") and line.count(" / ") == 7 for line in costs), costs
     (dataset_input,) = run_info.inputs.dataset_inputs  # the training data, shown in the UI's Datasets column
     assert dataset_input.dataset.name == "ccd_micro" and "preprocessed.h5" in dataset_input.dataset.source
     assert len(client.list_artifacts(run_info.info.run_id, "saliency")) == 2

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from sciconv.config import DatasetConfig
 from sciconv.paths import DatasetPaths
 from sciconv.runtime import Progress, log
@@ -13,11 +11,10 @@ from sciconv.store import Sample, StoreReader, StoreWriter
 def run(ds: DatasetConfig) -> None:
     paths = DatasetPaths(ds.results_dir)
     params = ds.cfg["preprocess"]
-    split = json.loads(paths.split.read_text())
     with StoreReader(paths.ingested) as source, StoreWriter(
             paths.preprocessed, domain=source.attrs["domain"], task=source.attrs["task"],
             class_names=source.class_names, dataset=ds.name, stage="preprocessed",
-            preprocess=params, split_seed=split["seed"], n_rejected=source.attrs.get("n_rejected", 0)) as out:
+            preprocess=params, n_rejected=source.attrs.get("n_rejected", 0)) as out:
         progress = Progress("preprocess", len(source.ids))
         for done, sample in enumerate(source, start=1):  # streaming: one sample in memory at a time
             image, mask, extra = ds.domain.preprocess(sample.image, sample.attrs.get("meta", {}), params,

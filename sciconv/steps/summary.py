@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import html
 import json
 from pathlib import Path
@@ -9,15 +10,15 @@ from pathlib import Path
 from sciconv.config import load_dataset
 from sciconv.paths import DatasetPaths
 from sciconv.runtime import atomic_write_text, log
+from sciconv.tasks import TASKS
 
-# The headline metric of each task, and its classical baseline.
-MAIN_METRIC = {"segmentation": "dice_mean", "classification": "auroc", "regression": "r2_mean"}
+STEPS = ("simulate", "ingest", "split", "preprocess", "train", "evaluate", "explain")
 
 
 def dataset_row(name: str, global_cfg: dict) -> dict:
     ds = load_dataset(name, global_cfg)
     paths = DatasetPaths(ds.results_dir)
-    metric = MAIN_METRIC[ds.cfg["task"]]
+    metric = TASKS[ds.cfg["task"]].headline_metric
     row = {"dataset": name, "domain": ds.cfg["domain"], "task": ds.cfg["task"], "model": ds.cfg["model"]["name"],
            "metric": metric, "value": None, "baseline": None, "n_test": None, "train_s": None, "run": None,
            "n_rejected": None, "plots": []}
@@ -33,9 +34,39 @@ def dataset_row(name: str, global_cfg: dict) -> dict:
     if paths.rejected.is_file():
         row["n_rejected"] = len(paths.rejected.read_text().splitlines()) - 1
     results_root = Path(global_cfg["results_dir"])
+    row["costs"] = step_costs(name, results_root)
     row["plots"] = [str(p.relative_to(results_root)) for folder in (paths.root / "plots", paths.saliency)
                     for p in sorted(folder.glob("*.png"))]
     return row
+
+
+def step_costs(name: str, results_root: Path) -> dict[str, tuple[float, float | None]]:
+    """Wall seconds and peak memory (MB) of each step's last run, from the rules' benchmark: records
+    (results/benchmarks/<step>/<dataset>.tsv); steps run outside Snakemake have none."""
+    costs = {}
+    for step in STEPS:
+        path = results_root / "benchmarks" / step / f"{name}.tsv"
+        if not path.is_file():
+            continue
+        with open(path, newline="") as handle:
+            record = next(csv.DictReader(handle, delimiter="\t"), None)
+        if record:
+            rss = record.get("max_rss", "")
+            costs[step] = (float(record["s"]), float(rss) if rss.replace(".", "", 1).isdigit() else None)
+    return costs
+
+
+def costs_table(rows: list[dict]) -> list[str]:
+    """Markdown: one row per dataset, one 'seconds / MB' cell per step."""
+    steps = [s for s in STEPS if any(s in r["costs"] for r in rows)]
+    if not steps:
+        return []
+    lines = ["", "## Time and peak memory per step (seconds / MB)", "",
+             "| dataset | " + " | ".join(steps) + " | total s |", "|" + "---|" * (len(steps) + 2)]
+    for r in rows:
+        cells = [f"{r['costs'][s][0]:.0f} / {_fmt(r['costs'][s][1], 0)}" if s in r["costs"] else "-" for s in steps]
+        lines.append(f"| {r['dataset']} | " + " | ".join(cells) + f" | {sum(c[0] for c in r['costs'].values()):.0f} |")
+    return lines
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -53,6 +84,7 @@ def run(global_cfg: dict) -> None:
               _fmt(r["n_test"]), _fmt(r["train_s"], 0), _fmt(r["n_rejected"]), _fmt(r["run"])] for r in rows]
     md = ["# sciconv summary", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(c) + " |" for c in cells]
+    md += costs_table(rows)
     for r in rows:
         if r["plots"]:
             md += ["", f"## {r['dataset']}: plots and saliency", ""] + [f"![{p}]({p})" for p in r["plots"]]
@@ -66,6 +98,6 @@ def run(global_cfg: dict) -> None:
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>sciconv summary</title>"
             f"<style>table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}</style></head>"
             f"<body><h1>sciconv summary</h1><table><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in header)}</tr>"
-            f"{table}</table>{galleries}</body></html>\n")
+            f"{table}</table><pre>{html.escape(chr(10).join(costs_table(rows)))}</pre>{galleries}</body></html>\n")
     atomic_write_text(root / "summary.html", page)
     log.info("wrote %s and %s", root / "summary.md", root / "summary.html")

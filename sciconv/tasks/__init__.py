@@ -21,6 +21,8 @@ class TaskFacts:
     task's module (and torch with it), which costs seconds on every `snakemake -n`."""
 
     module: str
+    # the test metric the summary shows beside its classical baseline (baseline_<metric>)
+    headline_metric: str = ""
     # one output per pixel or voxel (a segmenter network), else one row per image
     dense: bool = False
     # config keys the task's evaluate reads beyond sciconv.settings.DATASET_READS["evaluate"]
@@ -28,11 +30,11 @@ class TaskFacts:
 
 
 TASKS = {
-    "segmentation": TaskFacts("segmentation", dense=True),
+    "segmentation": TaskFacts("segmentation", headline_metric="dice_mean", dense=True),
     # the pointing game scores the saliency method's maps inside the evaluation
-    "classification": TaskFacts("classification",
+    "classification": TaskFacts("classification", headline_metric="auroc",
                                 evaluate_reads=("explain.method", "explain.pointing_tolerance_px", "explain.target_layer")),
-    "regression": TaskFacts("regression"),
+    "regression": TaskFacts("regression", headline_metric="r2_mean"),
 }
 TASK_MODULES = {name: facts.module for name, facts in TASKS.items()}
 
