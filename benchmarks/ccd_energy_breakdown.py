@@ -30,7 +30,7 @@ def main(name: str = "ccd_demo") -> None:
     clusters = []  # (energy keV, CNN tritium fraction, baseline tritium fraction, CNN X-ray fraction)
     for record in records:
         cnn = segment(net, record["image"], checkpoint["patch_size"], device)
-        classical = ds.domain.baseline(record["image"], record["attrs"], ds.cfg)
+        classical = ds.domain.baseline(record["image"], record["attrs"], ds.cfg, "mask").mask
         electrons = ccd.unscale(record["image"], ds.cfg["preprocess"])
         labels = measure.label(record["mask"][0] == ccd.TRITIUM)
         for region in measure.regionprops(labels):

@@ -75,7 +75,7 @@ def prepare(name: str, work: Path, quick: bool, samples: int | None, seed: int):
     from sciconv.domains import get_domain
 
     if samples:
-        cfg["source"][get_domain(cfg["domain"]).SAMPLE_COUNT_KEY] = samples
+        cfg["source"][get_domain(cfg["domain"]).sample_count_key] = samples
     (work / f"config/datasets/{name}.yaml").write_text(yaml.safe_dump(cfg))
     (work / "config/config.yaml").write_text(yaml.safe_dump({"datasets": [name], "seed": seed, "device": "auto",
                                                              "results_dir": str(work / "results"),
@@ -110,7 +110,7 @@ def load_and_preprocess(ds):
     from monai.transforms import MapTransform
 
     from sciconv import sources
-    from sciconv.steps.ingest import read_row, stored_classes
+    from sciconv.steps.ingest import read_row
 
     hint, keys = sources.format_hint(ds), ds.cfg["source"].get("hdf5")
 
@@ -120,7 +120,7 @@ def load_and_preprocess(ds):
 
         def __call__(self, item):
             image, meta, mask, _ = read_row(item["row"], keys, hint)
-            mask, _ = stored_classes(mask, ds.cfg)
+            mask, _ = ds.task.stored_mask(mask, ds.cfg)
             image, mask, _ = ds.domain.preprocess(image, meta, ds.cfg["preprocess"], mask=mask)
             out = {k: v for k, v in item.items() if k != "row"}
             out["image"] = image.astype(np.float32)

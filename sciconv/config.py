@@ -14,7 +14,6 @@ once, and every step sees the same resolved dictionary.
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -110,10 +109,8 @@ def validate(instance: dict, schema: dict, source: Path | str) -> None:
 
 
 def load_global(path: Path | str = GLOBAL_CONFIG_PATH, overrides: dict | None = None) -> dict:
-    """The validated global config with defaults filled in.
-
-    MLFLOW_TRACKING_URI in the environment wins over the file, as in MLflow itself.
-    """
+    """The validated global config with defaults filled in (MLFLOW_TRACKING_URI in the environment wins
+    over mlflow_tracking_uri, decided in sciconv.tracking.tracking_uri)."""
     path = Path(path)
     if not path.exists() and overrides is None:
         raise ConfigError(f"{path}: file not found (run from the project folder, or pass --config)")
@@ -121,8 +118,6 @@ def load_global(path: Path | str = GLOBAL_CONFIG_PATH, overrides: dict | None = 
     raw = read_yaml(path) if path.exists() else {}
     cfg = deep_merge(deep_merge(schema_defaults(schema), raw), overrides or {})
     validate(cfg, schema, path)
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        cfg["mlflow_tracking_uri"] = os.environ["MLFLOW_TRACKING_URI"]
     return cfg
 
 
@@ -135,9 +130,8 @@ def dataset_schema(domain: str | None, source_kind: str | None = "simulate") -> 
     props = schema["properties"]
     props["domain"] = {**props["domain"], "enum": available_domains()}
     if domain in available_domains():
-        module = get_domain(domain)
         for section in DOMAIN_SECTIONS:
-            props[section] = module.SCHEMAS[section]
+            props[section] = get_domain(domain).schemas[section]
     if source_kind == "files":
         props["source"] = schema["$defs"]["files_source"]
     elif "properties" in props["source"]:
@@ -166,15 +160,17 @@ class DatasetConfig:
         return get_domain(self.cfg["domain"])
 
     @property
+    def task(self):
+        """The task's class (sciconv.tasks.base.Task): every difference between tasks asks it."""
+        from sciconv.tasks import task_for
+
+        return task_for(self.cfg["task"])
+
+    @property
     def class_names(self) -> list[str]:
-        """The classes (the domain's, per task where it has several, or the YAML's `classes`);
-        for regression, the names of the targets (`targets:`, else the domain's TARGETS)."""
-        if self.cfg["task"] == "regression":
-            return list(self.cfg.get("targets") or getattr(self.domain, "TARGETS", []))
-        fixed = self.domain.CLASS_NAMES
-        if isinstance(fixed, dict):
-            fixed = fixed.get(self.cfg["task"])
-        return list(fixed or self.cfg["classes"])
+        """The names of the outputs, decided here alone: the classes (the domain's for this task, or the
+        YAML's `classes`), or for a task named by targets the YAML's `targets`, else the domain's."""
+        return output_names(self.cfg, self.domain, self.task)
 
     @property
     def seed(self) -> int:
@@ -224,44 +220,66 @@ def load_dataset(name_or_path: str, global_cfg: dict, overrides: list[str] | tup
         # Validate first against the bare schema so the error names the key and the choices.
         validate(raw, dataset_schema(None), path_label)
     module = get_domain(domain)
+    task = raw.get("task")
     source = raw.get("source")
     schema = dataset_schema(domain, source.get("kind") if isinstance(source, dict) else None)
-    cfg = deep_merge(schema_defaults(schema), module.DEFAULTS)
+    cfg = deep_merge(schema_defaults(schema), module.defaults)
     cfg = deep_merge(cfg, raw)
     validate(cfg, schema, path_label)
-    if cfg["task"] not in module.TASKS:
-        raise ConfigError(
-            f"{path}: key task: domain {domain!r} supports {', '.join(module.TASKS)}, not {cfg['task']!r}")
-    if cfg["source"]["kind"] == "simulate" and not hasattr(module, "simulate"):
+    if task not in module.tasks:
+        raise ConfigError(f"{path}: key task: domain {domain!r} supports {', '.join(module.tasks)}, not {task!r}")
+    if cfg["source"]["kind"] == "simulate" and not module.can_simulate:
         raise ConfigError(f"{path}: key source.kind: domain {domain!r} has no simulator; use kind: files")
-    fixed = module.CLASS_NAMES.get(cfg["task"]) if isinstance(module.CLASS_NAMES, dict) else module.CLASS_NAMES
-    if cfg["task"] == "regression" and not (cfg.get("targets") or getattr(module, "TARGETS", None)):
-        raise ConfigError(f"{path}: key targets: regression needs the names of the targets, e.g. targets: [mass, age]")
-    if fixed is None and cfg["task"] != "regression" and not cfg.get("classes"):
-        raise ConfigError(f"{path}: key classes: domain {domain!r} needs the list of class names "
-                          "(background first for segmentation), e.g. classes: [background, cell]")
-    if fixed is not None and cfg.get("classes") not in (None, fixed):
-        raise ConfigError(f"{path}: key classes: domain {domain!r} fixes its classes: "
-                          f"{', '.join(fixed)}; remove the key")
+    from sciconv.tasks import task_for
+
+    check_output_names(path, cfg, module, task_for(task))
     ds = DatasetConfig(name=path.stem, path=path, cfg=cfg, global_cfg=global_cfg, overrides=tuple(overrides))
-    if cfg["task"] == "segmentation":
+    if ds.task.dense:
         check_segmentation_labels(path, cfg, ds.class_names)
     check_network_for_task(path, cfg)
+    if cfg["explain"]["method"] is None:  # each task's own default saliency method
+        cfg["explain"]["method"] = ds.task.explain_methods[0]
+    problem = ds.task.check_config(cfg)
+    if problem:
+        raise ConfigError(f"{path}: {problem}")
     return ds
+
+
+def output_names(cfg: dict, domain, task) -> list[str]:
+    if task.output_names == "targets":
+        return list(cfg.get("targets") or domain.targets)
+    return list(domain.class_names(task.name) or cfg.get("classes") or [])
+
+
+def check_output_names(path: Path, cfg: dict, domain, task) -> None:
+    """The outputs are named: targets for a regression, classes otherwise (by the domain or the YAML)."""
+    if task.output_names == "targets":
+        if not (cfg.get("targets") or domain.targets):
+            raise ConfigError(f"{path}: key targets: {task.name} needs the names of the targets, "
+                              "e.g. targets: [mass, age]")
+        return
+    fixed = domain.class_names(task.name)
+    if fixed is None and not cfg.get("classes"):
+        raise ConfigError(f"{path}: key classes: domain {domain.name!r} needs the list of class names "
+                          "(background first for segmentation), e.g. classes: [background, cell]")
+    if fixed is not None and cfg.get("classes") not in (None, fixed):
+        raise ConfigError(f"{path}: key classes: domain {domain.name!r} fixes its classes: "
+                          f"{', '.join(fixed)}; remove the key")
 
 
 def check_network_for_task(path: Path, cfg: dict) -> None:
     """The network's kind fits the task, and encoder freezing has an encoder to freeze: before any job."""
     from sciconv.networks import SEGMENTERS, is_segmenter
-    from sciconv.tasks import TASKS
+    from sciconv.tasks import task_for
 
-    name, dense = cfg["model"]["name"], TASKS[cfg["task"]].dense
+    name, task = cfg["model"]["name"], task_for(cfg["task"])
+    dense = task.dense
     if dense and not is_segmenter(name):
         raise ConfigError(f"{path}: key model.name: {name!r} is an image-level network; "
-                          f"{cfg['task']} needs one of {', '.join(SEGMENTERS)}")
+                          f"{task.name} needs one of {', '.join(SEGMENTERS)}")
     if not dense and is_segmenter(name):
         raise ConfigError(f"{path}: key model.name: {name!r} is a segmenter; "
-                          f"{cfg['task']} needs an image-level network such as densenet121 or resnet18")
+                          f"{task.name} needs an image-level network such as densenet121 or resnet18")
     if cfg["init_from"] and cfg["train"]["freeze_encoder_epochs"] and is_segmenter(name):
         raise ConfigError(f"{path}: key train.freeze_encoder_epochs: freezing applies to image-level networks; "
                           "set it to 0 for a segmenter")

@@ -137,8 +137,9 @@ def classification_batches(records: list[dict], n_classes: int, train_cfg: dict,
                         rank=rank, world=world)
 
 
-def dataset_statistics(sets: dict[str, list[dict]], class_names: list[str], task: str) -> dict:
-    """Per set: sample count, counts per class (labels, or mask pixels for segmentation) and an intensity summary."""
+def dataset_statistics(sets: dict[str, list[dict]], class_names: list[str], task) -> dict:
+    """Per set: sample count, the task's counts per class (labels, or mask pixels for segmentation) and an
+    intensity summary; `task` is the task class (sciconv.tasks.base.Task)."""
     out = {}
     for name, records in sets.items():
         if not records:
@@ -150,11 +151,9 @@ def dataset_statistics(sets: dict[str, list[dict]], class_names: list[str], task
         entry = {"n": len(records), "image_shape": list(records[0]["image"].shape),
                  "intensity": {"mean": float(values.mean()), "std": float(values.std()),
                                **{f"p{q}": float(np.percentile(values, q)) for q in (1, 50, 99)}}}
-        if task == "classification":
-            counts = class_counts([int(r["label"]) for r in records], len(class_names))
-            entry["per_class"] = dict(zip(class_names, counts.tolist()))
-        elif task == "segmentation":
-            pixels = sum(np.bincount(np.asarray(r["mask"]).ravel(), minlength=len(class_names))[: len(class_names)] for r in records)
-            entry["pixels_per_class"] = dict(zip(class_names, np.asarray(pixels).tolist()))
+        counts = [task.class_counts(None if r.get("mask") is None else np.asarray(r["mask"]), r.get("label"),
+                                    len(class_names)) for r in records]
+        if counts and counts[0] is not None:
+            entry[task.count_name()] = dict(zip(class_names, np.sum(counts, axis=0).tolist()))
         out[name] = entry
     return out

@@ -103,6 +103,16 @@ def positive_scores(probabilities: np.ndarray) -> np.ndarray:
     return probabilities[:, -1]
 
 
+def decisions(probabilities: np.ndarray, threshold: float | None) -> np.ndarray:
+    """The predicted class of each row, decided in one place for evaluate, explain and predict: a binary
+    problem with a threshold (chosen on validation) calls positive at p(positive) >= threshold, any
+    threshold 0.0 included; without one (more classes, or none saved) the most probable class."""
+    probabilities = np.asarray(probabilities)
+    if probabilities.shape[1] == 2 and threshold is not None:
+        return (positive_scores(probabilities) >= threshold).astype(int)
+    return probabilities.argmax(1)
+
+
 def choose_threshold(scores: np.ndarray, labels: np.ndarray, target_sensitivity: float | None = None) -> float:
     """Decision threshold on validation scores of a binary problem.
 
@@ -138,7 +148,7 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, thresh
     both = len(np.unique(labels)) >= 2
     if n_classes == 2:
         scores = positive_scores(probabilities)
-        predicted = (scores >= (0.5 if threshold is None else threshold)).astype(int)
+        predicted = decisions(probabilities, threshold)
         auroc = roc_auc_score(labels, scores) if both else np.nan
         pr_auc = average_precision_score(labels, scores) if both else np.nan
         positives, negatives = labels == 1, labels == 0

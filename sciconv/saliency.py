@@ -233,7 +233,7 @@ def display_channel(record: dict, domain) -> tuple[int, str]:
     """(index, name) of the channel to draw saliency over: the domain's DISPLAY_CHANNEL when the
     record's channels are named, else the last channel (named or not)."""
     channels = list(record["attrs"].get("channels") or [])
-    preferred = getattr(domain, "DISPLAY_CHANNEL", None)
+    preferred = domain.display_channel
     index = channels.index(preferred) if preferred in channels else record["image"].shape[0] - 1
     return index, channels[index] if index < len(channels) else ""
 

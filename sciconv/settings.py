@@ -7,7 +7,7 @@ rule's input, so a comment or the `description` reruns nothing. Input files carr
 retrained model.pt reruns evaluate and explain because it is their input.
 
 Keys are dotted paths into the dataset config ("explain.method"); a top-level name takes the whole
-section. A task can add what its evaluation reads beyond the common list (`sciconv.tasks.TASKS[...].evaluate_reads`:
+section. A task can add what its evaluation reads beyond the common list (`Task.evaluate_reads`:
 a classifier's pointing game reads the saliency method).
 """
 
@@ -51,9 +51,9 @@ def _lookup(cfg: dict, dotted: str):
 def dataset_reads(step: str, task: str) -> tuple[str, ...]:
     reads = DATASET_READS[step]
     if step == "evaluate":
-        from sciconv.tasks import TASKS
+        from sciconv.tasks import task_for
 
-        reads = reads + TASKS[task].evaluate_reads
+        reads = reads + task_for(task).evaluate_reads
     return reads
 
 

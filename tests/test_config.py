@@ -66,7 +66,9 @@ def test_global_config_errors(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="file not found"):
         load_global(tmp_path / "missing.yaml")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
-    assert load_global(write(tmp_path / "ok.yaml", {"datasets": ["d"]}))["mlflow_tracking_uri"] == "sqlite:///elsewhere.db"
+    from sciconv.tracking import tracking_uri
+
+    assert tracking_uri(load_global(write(tmp_path / "ok.yaml", {"datasets": ["d"]}))) == "sqlite:///elsewhere.db"
 
 
 def test_shipped_configs_are_valid():

@@ -123,7 +123,7 @@ def test_baseline_scores_a_speck_cluster_above_its_background():
     for y, x in ((30, 30), (33, 28), (27, 34), (31, 36)):
         specks[y, x] += 2.0
     cfg = {"baseline": {"calcification_sigmas_px": [0.7, 1.5], "mass_sigmas_px": [2.5, 6.0]}}
-    assert mg.baseline(specks[None], {}, cfg) > mg.baseline(smooth[None], {}, cfg) + 3
+    assert mg.baseline(specks[None], {}, cfg).score > mg.baseline(smooth[None], {}, cfg).score + 3
 
 
 def test_threshold_youden_and_target_sensitivity():

@@ -14,7 +14,11 @@ from sciconv import io
 from sciconv.config import ConfigError, load_dataset, load_global, schema_defaults
 from sciconv.domains import mri
 from sciconv.metrics import dice, hd95_mm, mean_over_cases, region_metrics
-from sciconv.steps.ingest import stored_classes
+from sciconv.tasks import task_for
+
+
+def stored_classes(mask, cfg):
+    return task_for(cfg["task"]).stored_mask(mask, cfg)
 
 
 def source(**overrides) -> dict:

@@ -25,6 +25,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from sciconv.domains.base import Baseline
 from astropy.io import fits
 from skimage import filters, measure
 
@@ -238,7 +240,7 @@ def augment_specs(params: dict) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- baseline
-def baseline(image: np.ndarray, attrs: dict, cfg: dict) -> np.ndarray:
+def baseline(image: np.ndarray, attrs: dict, cfg: dict) -> Baseline:
     """Classical segmentation: hysteresis threshold, connected components, cuts on size, shape and energy.
 
     The usual hand-made analysis of CCD images: clusters above the noise; long
@@ -269,4 +271,4 @@ def baseline(image: np.ndarray, attrs: dict, cfg: dict) -> np.ndarray:
         else:
             cls = TRACK
         out[labels == region.label] = cls
-    return out
+    return Baseline(mask=out)

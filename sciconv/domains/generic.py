@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sciconv.domains.base import Baseline
+
 TASKS = ("classification", "segmentation", "regression")
 CLASS_NAMES = None  # declared per dataset under `classes:`
 
@@ -74,12 +76,15 @@ def augment_specs(params: dict) -> list[dict]:
     return out
 
 
-def baseline(image: np.ndarray, attrs: dict, cfg: dict) -> np.ndarray:
-    """Otsu (two classes) or multi-Otsu (more) on the first channel: classes in order of brightness."""
+def baseline(image: np.ndarray, attrs: dict, cfg: dict) -> Baseline:
+    """Otsu (two classes) or multi-Otsu (more) on the first channel: classes in order of brightness; the
+    mask is also the feature vector an image-level task fits its classical model on."""
     from skimage.filters import threshold_multiotsu, threshold_otsu
 
-    n_classes = len(cfg["classes"])
+    n_classes = len(cfg.get("classes") or ("below", "above"))  # regression: two brightness classes
     channel = image[0]
     if n_classes == 2:
-        return (channel > threshold_otsu(channel)).astype(np.uint8)
-    return np.digitize(channel, threshold_multiotsu(channel, classes=n_classes)).astype(np.uint8)
+        mask = (channel > threshold_otsu(channel)).astype(np.uint8)
+    else:
+        mask = np.digitize(channel, threshold_multiotsu(channel, classes=n_classes)).astype(np.uint8)
+    return Baseline(mask=mask, features=mask.ravel().astype(np.float32))

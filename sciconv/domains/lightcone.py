@@ -33,6 +33,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+
+from sciconv.domains.base import Baseline
 from scipy import special
 
 # the cosmology lives in _cosmology.py; these names are re-exported for the physics tests
@@ -325,9 +327,8 @@ def power_spectrum_features(cone: np.ndarray, chunks: int, k_bins: int) -> np.nd
     return np.concatenate(features)
 
 
-def baseline(image: np.ndarray, attrs: dict, cfg: dict):
-    """Regression: the power-spectrum feature vector (the task fits a ridge on it).
-    Classification: the same features' mean amplitude is no score, so the ridge's output is used
-    by the task too; here, the feature vector either way."""
+def baseline(image: np.ndarray, attrs: dict, cfg: dict) -> Baseline:
+    """The power-spectrum feature vector: a regression fits a ridge on it, a classification a logistic
+    regression (its mean amplitude is no score of its own)."""
     params = cfg["baseline"]
-    return power_spectrum_features(image[0], params["los_chunks"], params["k_bins"])
+    return Baseline(features=power_spectrum_features(image[0], params["los_chunks"], params["k_bins"]))

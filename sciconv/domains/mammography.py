@@ -37,6 +37,8 @@ import math
 from pathlib import Path
 
 import numpy as np
+
+from sciconv.domains.base import Baseline
 from scipy import ndimage
 
 from sciconv.domains._mammo_physics import simulate_view, write_dicom
@@ -258,7 +260,7 @@ def augment_specs(params: dict) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- baseline
-def baseline(image: np.ndarray, attrs: dict, cfg: dict) -> float:
+def baseline(image: np.ndarray, attrs: dict, cfg: dict) -> Baseline:
     """Suspicion score of a classical detector: the strongest scale-normalised LoG blob response in the breast.
 
     Bright specks (calcifications) and bright blobs (masses) give a strongly negative
@@ -279,4 +281,4 @@ def baseline(image: np.ndarray, attrs: dict, cfg: dict) -> float:
         values = response[breast]
         spread = 1.4826 * np.median(np.abs(values - np.median(values))) + 1e-9
         best = max(best, float((values.max() - np.median(values)) / spread))
-    return best if np.isfinite(best) else 0.0
+    return Baseline(score=float(best) if np.isfinite(best) else 0.0)

@@ -40,6 +40,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+
+from sciconv.domains.base import Baseline
 from scipy import ndimage
 from skimage.measure import block_reduce
 
@@ -375,11 +377,11 @@ def augment_specs(params: dict) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- baseline
-def baseline(image: np.ndarray, attrs: dict, cfg: dict):
+def baseline(image: np.ndarray, attrs: dict, cfg: dict) -> Baseline:
     """FLAIR hyperintensity: threshold the z-scored contrast, open, drop small parts, keep the largest, fill.
 
-    Segmentation: the region found, labelled edema (the method finds whole tumour, not its parts).
-    Classification: the volume found in ml, as the score.
+    The region found, labelled edema (the method finds whole tumour, not its parts), is the mask a
+    segmentation is scored on; its volume in ml is the score a classification ranks by.
     """
     from monai.transforms.utils import get_largest_connected_component_mask
     from skimage import morphology
@@ -393,7 +395,5 @@ def baseline(image: np.ndarray, attrs: dict, cfg: dict):
     min_voxels = int(params["min_volume_ml"] * 1000 / np.prod(spacing))
     bright = morphology.remove_small_objects(bright, max_size=max(min_voxels - 1, 0))
     bright = ndimage.binary_fill_holes(get_largest_connected_component_mask(bright))
-    if cfg["task"] == "classification":
-        return float(bright.sum() * np.prod(spacing) / 1000)
-    class_names = cfg.get("classes") or CLASS_NAMES["segmentation"]
-    return np.where(bright, class_names.index("edema"), 0).astype(np.uint8)
+    edema = CLASS_NAMES["segmentation"].index("edema")
+    return Baseline(mask=np.where(bright, edema, 0).astype(np.uint8), score=float(bright.sum() * np.prod(spacing) / 1000))

@@ -38,27 +38,6 @@ def _check(image: np.ndarray, mask: np.ndarray | None, n_classes: int) -> str | 
     return None
 
 
-def stored_classes(mask: np.ndarray | None, cfg: dict) -> tuple[np.ndarray | None, str | None]:
-    """The mask as class indices: any non-zero value is the object for an image-level label; for
-    segmentation the values listed in mask_values (e.g. BraTS 0, 1, 2, 4) become 0, 1, 2, ..."""
-    if mask is None:
-        return None, None
-    if cfg["task"] != "segmentation":
-        return (mask > 0).astype(np.int64), None
-    values = cfg.get("mask_values")
-    if not values:
-        return mask, None
-    lookup = np.full(max(int(mask.max()), max(values)) + 1, -1, dtype=np.int64)
-    lookup[values] = np.arange(len(values))
-    if mask.min() < 0:
-        return mask, f"mask holds negative values; mask_values are {values}"
-    mapped = lookup[mask]
-    if (mapped < 0).any():
-        stray = sorted(set(np.unique(mask[mapped < 0]).tolist()))[:5]
-        return mask, f"mask holds values {stray} that are not in mask_values {values}"
-    return mapped, None
-
-
 def read_row(row: dict, hdf5_keys: dict | None, as_suffix: str | None):
     """(image, metadata, mask or None, label stored in the file or None) for one input row."""
     image_path = Path(row["image"])
@@ -90,8 +69,8 @@ class Inspector:
     Keeps only hashes and counts, so memory stays flat in the number of files.
     """
 
-    def __init__(self, n_classes: int, task: str):
-        self.task = task
+    def __init__(self, n_classes: int, task):
+        self.task, self.n_classes = task, n_classes
         self.seen_sha: dict[str, Path] = {}
         self.ndim: int | None = None
         self.class_counts = np.zeros(n_classes, dtype=np.int64)
@@ -107,15 +86,12 @@ class Inspector:
     def accept(self, path: Path, sha: str, image: np.ndarray, mask, label) -> None:
         self.seen_sha[sha] = path
         self.ndim = image.ndim - 1
-        if label is not None and self.task == "classification":
-            self.class_counts[int(label)] += 1  # a classifier's mask only outlines the object: the label counts
-        elif mask is not None:
-            self.class_counts += np.bincount(mask.ravel(), minlength=len(self.class_counts))[:len(self.class_counts)]
-        elif label is not None:
-            self.class_counts[int(label)] += 1
+        counts = self.task.class_counts(mask, label, self.n_classes)
+        if counts is not None:
+            self.class_counts += counts
 
-    def missing_classes(self, class_names: list[str], task: str) -> list[str]:
-        if task == "regression":
+    def missing_classes(self, class_names: list[str]) -> list[str]:
+        if self.task.class_counts(None, None, self.n_classes) is None:  # a task without classes
             return []
         return [name for name, count in zip(class_names, self.class_counts) if count == 0]
 
@@ -141,7 +117,7 @@ def run(ds: DatasetConfig) -> None:
     class_names = ds.class_names
     policy = ds.cfg["on_bad_input"]
     rejected: list[tuple[str, str]] = []
-    inspector = Inspector(len(class_names), ds.cfg["task"])
+    inspector = Inspector(len(class_names), ds.task)
     progress = Progress("ingest", len(rows))
     with StoreWriter(paths.ingested, domain=ds.cfg["domain"], task=ds.cfg["task"],
                      class_names=class_names, dataset=ds.name, stage="ingested") as store:
@@ -156,7 +132,7 @@ def run(ds: DatasetConfig) -> None:
             except readers.ReadError as err:
                 rejected.append((str(image_path), str(err).removeprefix(f"{image_path}: ")))
                 continue
-            mask, reason = stored_classes(mask, ds.cfg)
+            mask, reason = ds.task.stored_mask(mask, ds.cfg)
             reason = reason or _check(image, mask, len(class_names)) or inspector.check(image_path, sha, image)
             if reason:
                 rejected.append((str(image_path), reason))
@@ -188,7 +164,7 @@ def run(ds: DatasetConfig) -> None:
         if store.count == 0:
             raise IngestError(f"{ds.path}: no usable input among {len(rows)} files; nothing to train on"
                               + "".join(f"\n  {p}: {r}" for p, r in rejected))
-        missing = inspector.missing_classes(class_names, ds.cfg["task"])
+        missing = inspector.missing_classes(class_names)
         if missing and policy == "fail":
             rejected.append((str(ds.path), f"declared classes with no example: {', '.join(missing)}"))
         elif missing:

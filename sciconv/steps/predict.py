@@ -17,13 +17,10 @@ import numpy as np
 from sciconv import io as readers
 from sciconv import tracking
 from sciconv.domains import get_domain
-from sciconv.inference import load_model, predict_probabilities, segment
-from sciconv.tasks.regression import predict as predict_targets
 from sciconv.errors import PredictError
+from sciconv.inference import load_model
 from sciconv.runtime import atomic_write_text, log, pick_device
-
-
-
+from sciconv.tasks import task_module
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
     files: list[Path] = []
@@ -87,20 +84,16 @@ def run(model: str, inputs: list[str], out: str, device: str = "auto", tracking_
     dev = pick_device(device)
     net, checkpoint = load_model(checkpoint_path, dev)
     cfg = checkpoint["config"]
-    if cfg["task"] not in ("segmentation", "classification", "regression"):
-        raise PredictError(f"{model}: task {cfg['task']!r} has no prediction writer")
+    try:
+        task = task_module(cfg["task"])
+    except ValueError as err:
+        raise PredictError(f"{model}: {err}") from err
     domain = get_domain(cfg["domain"])
-    class_names = checkpoint["class_names"]
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = text_io.StringIO()
     writer = csv.writer(table)
-    if cfg["task"] == "segmentation":
-        writer.writerow(["file", "mask", *[f"pixels_{c}" for c in class_names]])
-    elif cfg["task"] == "regression":
-        writer.writerow(["file", *checkpoint["target_names"]])
-    else:
-        writer.writerow(["file", *[f"p_{c}" for c in class_names], "threshold", "prediction"])
+    writer.writerow(["file", *task.prediction_columns(checkpoint)])
     for source in expand_inputs(inputs):
         try:
             image, meta = readers.read(source)
@@ -108,22 +101,9 @@ def run(model: str, inputs: list[str], out: str, device: str = "auto", tracking_
             raise PredictError(str(err)) from err
         prepared, _, grid = domain.preprocess(image, meta, cfg["preprocess"])
         meta = {**meta, "shape": list(image.shape[1:])}
-        if cfg["task"] == "regression":  # in physical units, through the scaler saved with the model
-            values = predict_targets(net, [prepared], dev, cfg["train"]["amp"], np.array(checkpoint["target_mean"]),
-                                     np.array(checkpoint["target_std"]))[0]
-            writer.writerow([str(source), *[f"{v:.6g}" for v in values]])
-            continue
-        if cfg["task"] == "classification":
-            probabilities = predict_probabilities(net, [prepared], dev, cfg["train"]["amp"])[0]
-            threshold = checkpoint.get("threshold")
-            # binary: the threshold chosen on validation; more classes: the most probable one
-            index = int(probabilities[-1] >= threshold) if threshold is not None else int(np.argmax(probabilities))
-            writer.writerow([str(source), *[f"{p:.6f}" for p in probabilities],
-                             "" if threshold is None else f"{threshold:.6f}", class_names[index]])
-            continue
-        mask = segment(net, prepared, checkpoint["patch_size"], dev, cfg["train"]["amp"])
-        target = write_mask(mask, source, meta, grid, out_dir, cfg.get("mask_values"))
-        writer.writerow([str(source), str(target), *np.bincount(mask.ravel(), minlength=len(class_names)).tolist()])
+        writer.writerow([str(source), *task.prediction_row(
+            net, prepared, checkpoint, dev, lambda mask: write_mask(mask, source, meta, grid, out_dir,
+                                                                   cfg.get("mask_values")))])
     summary = out_dir / "predictions.csv"
     atomic_write_text(summary, table.getvalue())
     log.info("wrote predictions for %s to %s", model, summary)

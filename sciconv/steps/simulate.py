@@ -15,7 +15,7 @@ def run(ds: DatasetConfig) -> None:
     if source["kind"] != "simulate":
         raise ValueError(f"{ds.path}: source.kind is {source['kind']!r}; only 'simulate' datasets are simulated")
     paths = DatasetPaths(ds.results_dir)
-    n = source.get(getattr(ds.domain, "SAMPLE_COUNT_KEY", ""))
+    n = source.get(ds.domain.sample_count_key) if ds.domain.sample_count_key else None
     log.info("simulating %s samples of domain %s into %s", n, ds.cfg["domain"], paths.raw)
     rows = ds.domain.simulate(source, paths.raw, derive_seed(ds.seed, ds.name, "simulate"),
                               progress=Progress("simulate", n or 0))

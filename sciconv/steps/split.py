@@ -18,20 +18,6 @@ from sciconv.runtime import atomic_write_json, derive_seed, log
 from sciconv.store import StoreReader
 
 
-def stratum_keys(store: StoreReader, task: str) -> dict[str, str]:
-    """The stratification key of each sample id."""
-    if task == "classification":
-        return {i: str(store.sample_attrs(i).get("label")) for i in store.ids}
-    if task != "segmentation":
-        return {i: "all" for i in store.ids}
-    present, totals = {}, Counter()
-    for sample in store:  # one sample in memory at a time
-        counts = np.bincount(sample.mask.ravel().astype(np.int64))
-        present[sample.id] = [c for c in range(1, len(counts)) if counts[c] > 0]
-        totals.update({c: int(counts[c]) for c in present[sample.id]})
-    return {i: str(min(classes, key=lambda c: totals[c])) if classes else "none" for i, classes in present.items()}
-
-
 def split_groups(groups: dict[str, str], val_fraction: float, test_fraction: float,
                  seed: int) -> dict[str, list[str]]:
     """Assign each group to train/val/test, per stratum, in proportion (val and test get at least one when possible)."""
@@ -82,7 +68,7 @@ def run(ds: DatasetConfig) -> None:
     paths = DatasetPaths(ds.results_dir)
     params = ds.cfg["split"]
     with StoreReader(paths.ingested) as store:
-        keys = stratum_keys(store, ds.cfg["task"]) if params["stratify"] else {i: "all" for i in store.ids}
+        keys = ds.task.stratum_keys(store) if params["stratify"] else {i: "all" for i in store.ids}
         group_of = {i: str(store.sample_attrs(i).get("group", i)) for i in store.ids}
     frequency = Counter(keys.values())
     group_stratum: dict[str, str] = {}
@@ -108,6 +94,5 @@ def run(ds: DatasetConfig) -> None:
     set_of_group = {g: name for name, groups in group_sets.items() for g in groups}
     split = {name: sorted(i for i, g in group_of.items() if set_of_group[g] == name) for name in group_sets}
     counts = {name: dict(sorted(Counter(keys[i] for i in ids).items())) for name, ids in split.items()}
-    atomic_write_json(paths.split, {"seed": seed, "stratified_by": "label" if ds.cfg["task"] == "classification"
-                                    else "rarest class present", "strata": counts, **split, **extra})
+    atomic_write_json(paths.split, {"seed": seed, "stratified_by": ds.task.stratified_by if params["stratify"] else "none", "strata": counts, **split, **extra})
     log.info("split %s: train %d, val %d, test %d", ds.name, *(len(split[k]) for k in ("train", "val", "test")))

@@ -10,7 +10,7 @@ from pathlib import Path
 from sciconv.config import load_dataset
 from sciconv.paths import DatasetPaths
 from sciconv.runtime import atomic_write_text, log
-from sciconv.tasks import TASKS
+from sciconv.tasks import task_for
 
 STEPS = ("simulate", "ingest", "split", "preprocess", "train", "evaluate", "explain")
 
@@ -18,7 +18,7 @@ STEPS = ("simulate", "ingest", "split", "preprocess", "train", "evaluate", "expl
 def dataset_row(name: str, global_cfg: dict) -> dict:
     ds = load_dataset(name, global_cfg)
     paths = DatasetPaths(ds.results_dir)
-    metric = TASKS[ds.cfg["task"]].headline_metric
+    metric = task_for(ds.cfg["task"]).headline_metric
     row = {"dataset": name, "domain": ds.cfg["domain"], "task": ds.cfg["task"], "model": ds.cfg["model"]["name"],
            "metric": metric, "value": None, "baseline": None, "n_test": None, "train_s": None, "run": None,
            "n_rejected": None, "plots": []}

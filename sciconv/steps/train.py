@@ -33,7 +33,6 @@ from sciconv.paths import DatasetPaths
 from sciconv.runtime import atomic_write_json, derive_seed, git_commit, log, pick_device, seed_everything
 from sciconv.settings import step_settings
 from sciconv.store import ArrayCache, StoreReader
-from sciconv.tasks import task_for
 from sciconv.tracking import ModelURIError, Tracker, checkpoint_path, register_model, tracking_uri
 
 
@@ -141,21 +140,22 @@ def set_up_device(ds: DatasetConfig, world: distributed.World, device: str | Non
 
 
 def load_data(ds: DatasetConfig, paths: DatasetPaths, dev: torch.device):
-    """The split and the training and validation records, the training set left in the store
-    (train.cache store) when it does not fit in memory."""
+    """The split, the training and validation records, and where the training samples live (train.cache,
+    decided here once): the training set stays in the store when it does not fit in memory."""
     split = data.load_split(paths.split)
     placement = choose_cache(ds.cfg["train"]["cache"], data.stored_bytes(paths.preprocessed, split["train"]), dev)
     lazy = ArrayCache(store_cache_bytes()) if placement == "store" else None
     train_records = data.load_records(paths.preprocessed, split["train"], lazy_cache=lazy)
-    return split, train_records, data.load_records(paths.preprocessed, split["val"])
+    return split, train_records, data.load_records(paths.preprocessed, split["val"]), placement
 
 
 def set_up(ds: DatasetConfig, world: distributed.World, dev: torch.device) -> Training:
     """Data, task, network, batches and optimiser, every check that needs the data done before any epoch."""
     paths, cfg, train_cfg = DatasetPaths(ds.results_dir), ds.cfg, ds.cfg["train"]
-    split, train_records, val_records = load_data(ds, paths, dev)
+    split, train_records, val_records, placement = load_data(ds, paths, dev)
     try:
-        task = task_for(cfg["task"])(cfg, ds.class_names, train_records, val_records)
+        # the task builds its batches in the placement chosen above, not in a second guess of its own
+        task = ds.task({**cfg, "train": {**train_cfg, "cache": placement}}, ds.class_names, train_records, val_records)
     except ValueError as err:
         raise ConfigError(f"{ds.path}: {err}") from err
     spatial_dims = train_records[0]["image"].ndim - 1
@@ -323,7 +323,7 @@ def open_run(t: Training, tracker: Tracker) -> None:
                                        "overrides": "; ".join(ds.overrides) or "none"})
     tracker.log_dict(cfg, "config/resolved_config.json")
     tracker.log_artifact(t.paths.split, "split")
-    statistics = data.dataset_statistics({"train": t.train_records, "val": t.val_records}, ds.class_names, cfg["task"])
+    statistics = data.dataset_statistics({"train": t.train_records, "val": t.val_records}, ds.class_names, ds.task)
     tracker.log_dict(statistics, "data/statistics.json")
     tracker.log_dataset(ds.name, t.paths.preprocessed, t.split, statistics)
 

@@ -10,14 +10,22 @@ train.imbalance picks one of
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from sciconv import data
-from sciconv.inference import predict_probabilities
-from sciconv.metrics import choose_threshold, classification_metrics, positive_scores
+from sciconv.metrics import choose_threshold, classification_metrics, decisions, positive_scores
+from sciconv.tasks.base import Task, fit_on_baseline_features
+
+
+def predict_probabilities(net, images, device, amp: bool = True):
+    from sciconv.inference import predict_probabilities as softmax_outputs
+
+    return softmax_outputs(net, images, device, amp)
 
 
 def build_loss(strategy: str, labels: list[int], n_classes: int, focal_gamma: float):
+    import torch
+
+    from sciconv import data
+
     if strategy == "focal":
         from monai.losses import FocalLoss
 
@@ -35,8 +43,20 @@ def build_loss(strategy: str, labels: list[int], n_classes: int, focal_gamma: fl
     return loss
 
 
-class Classification:
+class Classification(Task):
+    name = "classification"
+    headline_metric = "auroc"
     selection_metric = "val_auroc"
+    # the pointing game scores the saliency method's maps inside the evaluation
+    evaluate_reads = ("explain.method", "explain.pointing_tolerance_px", "explain.target_layer")
+    explain_methods = ("gradcam", "gradcampp", "hirescam")
+    explain_note = "the map the pointing game scores; the galleries show all three; occlusion is for segmenters"
+    stratified_by = "label"
+    baseline_needs = "score or features"
+
+    @classmethod
+    def stratum_keys(cls, store) -> dict[str, str]:
+        return {i: str(store.sample_attrs(i).get("label")) for i in store.ids}
 
     def __init__(self, cfg: dict, class_names: list[str], train_records: list[dict], val_records: list[dict]):
         self.cfg, self.train_cfg = cfg, cfg["train"]
@@ -55,6 +75,8 @@ class Classification:
         return list(self.train_records[0]["image"].shape[1:])
 
     def train_batches(self, augment, device, rank: int = 0, world: int = 1):
+        from sciconv import data
+
         return data.classification_batches(self.train_records, len(self.class_names), self.train_cfg, augment,
                                            device, rank, world)
 
@@ -103,8 +125,7 @@ def saliency_hit_rate(net, records: list[dict], checkpoint: dict, explain_cfg: d
         lesion = lesion_of(record)
         if int(record["label"]) == 0 or lesion is None:
             continue
-        method = explain_cfg["method"] if explain_cfg["method"] != "occlusion" else "gradcam"
-        saliency = classifier_saliency(net, record["image"], int(record["label"]), method, layer)
+        saliency = classifier_saliency(net, record["image"], int(record["label"]), explain_cfg["method"], layer)
         hits.append(pointing_hit(saliency, lesion, explain_cfg["pointing_tolerance_px"]))
     return float(np.mean(hits)) if hits else float("nan")
 
@@ -116,22 +137,29 @@ def baseline_positive_scores(ds, test: list[dict]) -> np.ndarray:
     (a summary statistic); features are turned into a score by a logistic regression fitted
     on the training set, as the field does with hand-made statistics.
     """
-    first = np.asarray(ds.domain.baseline(test[0]["image"], test[0]["attrs"], ds.cfg))
-    if first.size == 1:
-        return np.array([float(ds.domain.baseline(r["image"], r["attrs"], ds.cfg)) for r in test])
+    results = [ds.domain.baseline(r["image"], r["attrs"], ds.cfg, Classification.baseline_needs) for r in test]
+    if all(result.score is not None for result in results):
+        return np.array([result.score for result in results])
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from sciconv.paths import DatasetPaths
+    model, features = fit_on_baseline_features(ds, test, make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
+                                               lambda r: int(r["label"]))
+    return model.predict_proba(features)[:, -1]
 
-    paths = DatasetPaths(ds.results_dir)
-    train = data.load_records(paths.preprocessed, data.load_split(paths.split)["train"])
-    features = lambda records: np.stack([np.ravel(ds.domain.baseline(r["image"], r["attrs"], ds.cfg))  # noqa: E731
-                                         for r in records])
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    model.fit(features(train), [int(r["label"]) for r in train])
-    return model.predict_proba(features(test))[:, -1]
+
+def prediction_columns(checkpoint: dict) -> list[str]:
+    """sciconv predict's columns after the file: each class's probability, the threshold, the decision."""
+    return [*[f"p_{c}" for c in checkpoint["class_names"]], "threshold", "prediction"]
+
+
+def prediction_row(net, image: np.ndarray, checkpoint: dict, device, write_mask) -> list:
+    probabilities = predict_probabilities(net, [image], device, checkpoint["config"]["train"]["amp"])
+    threshold = checkpoint.get("threshold")
+    decided = int(decisions(probabilities, threshold)[0])
+    return [*[f"{p:.6f}" for p in probabilities[0]], "" if threshold is None else f"{threshold:.6f}",
+            checkpoint["class_names"][decided]]
 
 
 def evaluate(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> tuple[dict, list[dict], list]:
@@ -153,10 +181,7 @@ def evaluate(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> tu
     metrics |= {"threshold": float(threshold) if threshold is not None else float("nan"),
                 "n_test": len(test), "n_test_positive": int((labels > 0).sum()),
                 "saliency_hit_rate": saliency_hit_rate(net, test, checkpoint, ds.cfg["explain"])}
-    if binary:
-        predicted = (positive_scores(probabilities) >= threshold).astype(int)
-    else:
-        predicted = probabilities.argmax(1)
+    predicted = decisions(probabilities, threshold)
     rows = [{"id": r["id"], "label": int(r["label"]), "prediction": int(p), "score": float(positive_scores(probabilities)[i]),
              "baseline_score": float(baseline_scores[i])} for i, (r, p) in enumerate(zip(test, predicted))]
     title = f"{ds.name}, {len(test)} test images"
@@ -176,9 +201,9 @@ def explain(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> lis
     layer = target_layer(net, checkpoint, params)
     probabilities = predict_probabilities(net, [r["image"] for r in test], device, amp=False)
     scores = positive_scores(probabilities)
-    threshold = checkpoint.get("threshold") or 0.5
+    threshold = checkpoint.get("threshold")
     labels = np.array([int(r["label"]) for r in test])
-    called = scores >= threshold
+    called = decisions(probabilities, threshold) > 0
     groups = {  # most confident first: the clearest successes and the worst mistakes
         "true_positive": np.flatnonzero(called & (labels > 0))[np.argsort(-scores[called & (labels > 0)])],
         "false_positive": np.flatnonzero(called & (labels == 0))[np.argsort(-scores[called & (labels == 0)])],
@@ -194,7 +219,7 @@ def explain(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> lis
             path = out_dir / f"{group}_{record['id']}.png"
             render_classification(path, record["image"], lesion_of(record), maps,
                                   f"{ds.name} {record['id']}: {group.replace('_', ' ')}, score {scores[index]:.3f} "
-                                  f"(threshold {threshold:.3f}); saliency of class "
+                                  f"(threshold {'argmax' if threshold is None else f'{threshold:.3f}'}); saliency of class "
                                   f"{checkpoint['class_names'][cls]!r} at {layer}",
                                   channel=display_channel(record, ds.domain)[0])
             written.append(path)

@@ -13,9 +13,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import torch
 
-from sciconv.inference import batched_outputs
+from sciconv.tasks.base import Task, fit_on_baseline_features
 
 
 def target_vector(attrs: dict, names: list[str]) -> np.ndarray:
@@ -47,13 +46,24 @@ def r2_rmse(predicted: np.ndarray, truth: np.ndarray, names: list[str], prefix: 
 def predict(net, images: list[np.ndarray], device, amp: bool, mean: np.ndarray, std: np.ndarray,
             batch_size: int = 8) -> np.ndarray:
     """Network outputs back in physical units."""
+    from sciconv.inference import batched_outputs
+
     if not images:
         return np.zeros((0, len(mean)))
     return batched_outputs(net, images, device, amp, batch_size).numpy() * std + mean
 
 
-class Regression:
+class Regression(Task):
+    name = "regression"
+    headline_metric = "r2_mean"
     selection_metric = "val_r2_mean"
+    output_names = "targets"
+    explain_methods = ("hirescam",)
+    explain_note = "one map per predicted parameter: the gradient-weighted activations with no pooling of the gradient"
+
+    @classmethod
+    def class_counts(cls, mask, label, n_classes):
+        return None
 
     def __init__(self, cfg: dict, class_names: list[str], train_records: list[dict], val_records: list[dict]):
         self.cfg, self.train_cfg = cfg, cfg["train"]
@@ -63,7 +73,6 @@ class Regression:
         self.val_targets = np.stack([target_vector(r["attrs"], self.names) for r in val_records])
         self.mean = self.train_targets.mean(0)
         self.std = np.maximum(self.train_targets.std(0), 1e-8)
-        self.mse = torch.nn.MSELoss()
 
     @property
     def input_size(self) -> list[int]:
@@ -78,7 +87,9 @@ class Regression:
                             drop_last=len(self.train_records) > self.train_cfg["batch_size"], rank=rank, world=world)
 
     def loss(self, outputs, targets):
-        return self.mse(outputs.float(), targets)
+        import torch
+
+        return torch.nn.functional.mse_loss(outputs.float(), targets)
 
     def validate(self, net, device, amp) -> tuple[dict[str, float], float]:
         predicted = predict(net, [r["image"] for r in self.val_records], device, amp, self.mean, self.std)
@@ -90,32 +101,38 @@ class Regression:
         return {"target_names": self.names, "target_mean": self.mean.tolist(), "target_std": self.std.tolist()}
 
 
-def baseline_predictions(ds, train: list[dict], test: list[dict], names: list[str]) -> np.ndarray:
+def baseline_predictions(ds, test: list[dict], names: list[str]) -> np.ndarray:
     """The domain's summary statistic of each sample, ridge-regressed on the training set."""
     from sklearn.linear_model import RidgeCV
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    features = lambda records: np.stack([np.asarray(ds.domain.baseline(r["image"], r["attrs"], ds.cfg))  # noqa: E731
-                                         for r in records])
-    targets = np.stack([target_vector(r["attrs"], names) for r in train])
-    model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))
-    model.fit(features(train), targets)
-    return model.predict(features(test))
+    model, features = fit_on_baseline_features(ds, test, make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13))),
+                                               lambda r: target_vector(r["attrs"], names))
+    return model.predict(features)
+
+
+def prediction_columns(checkpoint: dict) -> list[str]:
+    """sciconv predict's columns after the file: the predicted targets."""
+    return list(checkpoint["target_names"])
+
+
+def prediction_row(net, image: np.ndarray, checkpoint: dict, device, write_mask) -> list:
+    """The targets in physical units, through the scaler saved with the model."""
+    values = predict(net, [image], device, checkpoint["config"]["train"]["amp"], np.array(checkpoint["target_mean"]),
+                     np.array(checkpoint["target_std"]))[0]
+    return [f"{v:.6g}" for v in values]
 
 
 def evaluate(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> tuple[dict, list[dict], list]:
-    from sciconv import data, plots
-    from sciconv.paths import DatasetPaths
+    from sciconv import plots
 
     names = checkpoint["target_names"]
     mean, std = np.array(checkpoint["target_mean"]), np.array(checkpoint["target_std"])
     truth = np.stack([target_vector(r["attrs"], names) for r in test])
     predicted = predict(net, [r["image"] for r in test], device, ds.cfg["train"]["amp"], mean, std)
     metrics = r2_rmse(predicted, truth, names)
-    paths = DatasetPaths(ds.results_dir)
-    train = data.load_records(paths.preprocessed, data.load_split(paths.split)["train"])
-    classical = baseline_predictions(ds, train, test, names)
+    classical = baseline_predictions(ds, test, names)
     baseline = r2_rmse(classical, truth, names, prefix="baseline_")
     metrics |= {k: v for k, v in baseline.items() if k.startswith("baseline_r2")}
     metrics["n_test"] = len(test)

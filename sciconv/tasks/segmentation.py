@@ -6,15 +6,16 @@ score each region per case, and dice_mean is the regions' mean.
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+from collections import Counter
 
-from sciconv import data
-from sciconv.inference import segment_logits
+import numpy as np
+
 from sciconv.metrics import ConfusionCounts, mean_over_cases, region_indices, region_metrics, segmentation_metrics
+from sciconv.tasks.base import Task
 
 
 def build_loss(name: str):
+    import torch
     from monai.losses import DiceCELoss, DiceLoss
 
     # batch=True pools Dice over the whole batch: a rare class absent from one
@@ -29,8 +30,53 @@ def build_loss(name: str):
     return lambda logits, target: ce(logits, target[:, 0].long())
 
 
-class Segmentation:
+class Segmentation(Task):
+    name = "segmentation"
+    headline_metric = "dice_mean"
     selection_metric = "val_dice_mean"
+    dense = True
+    explain_methods = ("gradcam", "hirescam", "occlusion")
+    explain_note = "Grad-CAM++ weights need an image-level score; occlusion is bounded to the predicted structure in 3D"
+    stratified_by = "rarest class present"
+    baseline_needs = "mask"
+
+    @classmethod
+    def stratum_keys(cls, store) -> dict[str, str]:
+        """Each sample's rarest foreground class present (over the whole dataset), so every set gets
+        frames of the rare classes; 'none' for a sample of background alone."""
+        present, totals = {}, Counter()
+        for sample in store:  # one sample in memory at a time
+            counts = np.bincount(sample.mask.ravel().astype(np.int64))
+            present[sample.id] = [c for c in range(1, len(counts)) if counts[c] > 0]
+            totals.update({c: int(counts[c]) for c in present[sample.id]})
+        return {i: str(min(classes, key=lambda c: totals[c])) if classes else "none" for i, classes in present.items()}
+
+    @classmethod
+    def stored_mask(cls, mask: np.ndarray | None, cfg: dict) -> tuple[np.ndarray | None, str | None]:
+        """Class indices: the values listed in mask_values (e.g. BraTS 0, 1, 2, 4) become 0, 1, 2, ..."""
+        values = cfg.get("mask_values")
+        if mask is None or not values:
+            return mask, None
+        lookup = np.full(max(int(mask.max()), max(values)) + 1, -1, dtype=np.int64)
+        lookup[values] = np.arange(len(values))
+        if mask.min() < 0:
+            return mask, f"mask holds negative values; mask_values are {values}"
+        mapped = lookup[mask]
+        if (mapped < 0).any():
+            stray = sorted(set(np.unique(mask[mapped < 0]).tolist()))[:5]
+            return mask, f"mask holds values {stray} that are not in mask_values {values}"
+        return mapped, None
+
+    @classmethod
+    def class_counts(cls, mask: np.ndarray | None, label: int | None, n_classes: int) -> np.ndarray | None:
+        """Pixels (voxels) per class."""
+        if mask is None:
+            return np.zeros(n_classes, dtype=np.int64)
+        return np.bincount(np.asarray(mask).ravel(), minlength=n_classes)[:n_classes].astype(np.int64)
+
+    @classmethod
+    def count_name(cls) -> str:
+        return "pixels_per_class"
 
     def __init__(self, cfg: dict, class_names: list[str], train_records: list[dict], val_records: list[dict]):
         self.cfg, self.train_cfg = cfg, cfg["train"]
@@ -45,10 +91,16 @@ class Segmentation:
         return self.patch_size
 
     def train_batches(self, augment, device, rank: int = 0, world: int = 1):
+        from sciconv import data
+
         return data.segmentation_batches(self.train_records, len(self.class_names), self.train_cfg, augment, device,
                                          rank, world)
 
     def validate(self, net, device, amp) -> tuple[dict[str, float], float]:
+        import torch
+
+        from sciconv.inference import segment_logits
+
         net.eval()
         counts = ConfusionCounts(len(self.class_names))
         per_case = []
@@ -80,7 +132,7 @@ def evaluate(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> tu
     rows, baseline_rows, written = [], [], []
     for record in test:
         prediction = segment(net, record["image"], checkpoint["patch_size"], device, ds.cfg["train"]["amp"])
-        classical = ds.domain.baseline(record["image"], record["attrs"], ds.cfg)
+        classical = ds.domain.baseline(record["image"], record["attrs"], ds.cfg, Segmentation.baseline_needs).mask
         truth = record["mask"][0]
         model_counts.update(prediction, truth)
         baseline_counts.update(classical, truth)
@@ -106,6 +158,19 @@ def evaluate(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> tu
     written.append(plots.confusion(out_dir, model_counts.matrix, class_names,
                                    f"{ds.name}, {'voxels' if truth.ndim == 3 else 'pixels'}"))
     return metrics, rows, written
+
+
+def prediction_columns(checkpoint: dict) -> list[str]:
+    """sciconv predict's columns after the file: the mask written, and the pixel count of each class."""
+    return ["mask", *[f"pixels_{c}" for c in checkpoint["class_names"]]]
+
+
+def prediction_row(net, image: np.ndarray, checkpoint: dict, device, write_mask) -> list:
+    from sciconv.inference import segment
+
+    mask = segment(net, image, checkpoint["patch_size"], device, checkpoint["config"]["train"]["amp"])
+    target = write_mask(mask)
+    return [str(target), *np.bincount(mask.ravel(), minlength=len(checkpoint["class_names"])).tolist()]
 
 
 def write_predicted_mask(prediction: np.ndarray, record: dict, cfg: dict, out_dir) -> list:
@@ -139,7 +204,7 @@ def explain(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> lis
     class_names, patch_size = checkpoint["class_names"], checkpoint["patch_size"]
     target_layer = params["target_layer"] or models.last_conv_before_output(
         net, (1, test[0]["image"].shape[0], *patch_size))
-    method = params["method"] if params["method"] in ("occlusion", "hirescam") else "gradcam"
+    method = params["method"]  # one the task honours, checked at load time
     written = []
     for record in pick_samples(test, len(class_names), params["n_samples"]):
         prediction = segment(net, record["image"], patch_size, device, amp=False)

@@ -1,0 +1,74 @@
+"""The domain contract, typed: what a domain module declares, with every optional part's default
+stated once, and the classical baseline's result typed by what the tasks do with it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """One sample's result of a domain's classical method. A segmentation is scored on `mask`; a
+    classifier ranks by `score` (a detector's response, higher means positive) when the method has
+    one, else fits a logistic regression from `features`; a regressor fits a ridge from `features`."""
+
+    mask: np.ndarray | None = None
+    score: float | None = None
+    features: np.ndarray | None = None
+
+
+class BaselineError(ValueError):
+    """A domain's baseline gave no result of the kind the task needs."""
+
+
+class Domain:
+    """A domain module behind explicit attributes. Required in the module: TASKS, SCHEMAS, DEFAULTS,
+    preprocess, input_channels, augment_specs, baseline (returning a Baseline). Optional, with these
+    defaults: CLASS_NAMES (None: the dataset's `classes:`; a list for every task, or a dict per task),
+    TARGETS (regression outputs; none), simulate (no simulator), SAMPLE_COUNT_KEY (the source key of the
+    simulator's sample count; none), DISPLAY_CHANNEL (the channel saliency montages are drawn over; the
+    first)."""
+
+    def __init__(self, name: str, module: ModuleType):
+        self.name, self.module = name, module
+        self.tasks: tuple[str, ...] = tuple(module.TASKS)
+        self.schemas: dict = module.SCHEMAS
+        self.defaults: dict = module.DEFAULTS
+        fixed = getattr(module, "CLASS_NAMES", None)
+        self._class_names = fixed if isinstance(fixed, dict) else {task: fixed for task in self.tasks}
+        self.targets: tuple[str, ...] = tuple(getattr(module, "TARGETS", ()) or ())
+        self.sample_count_key: str | None = getattr(module, "SAMPLE_COUNT_KEY", None)
+        self.display_channel: str | None = getattr(module, "DISPLAY_CHANNEL", None)
+        self.can_simulate = callable(getattr(module, "simulate", None))
+
+    def class_names(self, task: str) -> list[str] | None:
+        """The classes the domain fixes for `task`, or None where the dataset declares them."""
+        names = self._class_names.get(task)
+        return list(names) if names is not None else None
+
+    def simulate(self, source: dict, out_dir, seed: int, progress=None) -> list[dict]:
+        if not self.can_simulate:
+            raise ValueError(f"domain {self.name!r} has no simulator; use source.kind: files")
+        return self.module.simulate(source, out_dir, seed, progress=progress)
+
+    def preprocess(self, image: np.ndarray, meta: dict, params: dict, mask: np.ndarray | None = None):
+        return self.module.preprocess(image, meta, params, mask=mask)
+
+    def input_channels(self, cfg: dict) -> int:
+        return self.module.input_channels(cfg)
+
+    def augment_specs(self, params: dict) -> list[dict]:
+        return self.module.augment_specs(params)
+
+    def baseline(self, image: np.ndarray, attrs: dict, cfg: dict, needs: str) -> Baseline:
+        """The classical result for one sample; `needs` ('mask', 'score or features', 'features') is what
+        the task will read, checked here so a domain that cannot serve a task says so by name."""
+        result = self.module.baseline(image, attrs, cfg)
+        if not isinstance(result, Baseline):
+            raise BaselineError(f"domain {self.name}'s baseline returned {type(result).__name__}, not a Baseline")
+        if not any(getattr(result, kind) is not None for kind in needs.split(" or ")):
+            raise BaselineError(f"domain {self.name}'s baseline gives no {needs} for task {cfg['task']}")
+        return result

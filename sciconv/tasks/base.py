@@ -1,0 +1,91 @@
+"""The task contract: everything that differs between classification, segmentation and regression.
+
+Two halves. The class-level facts and class methods (what names the outputs, the split's strata,
+how masks are stored, what a sample adds to the class counts, the headline metric, which saliency
+methods apply, what evaluate reads) are asked by the config checks, the data steps and the
+workflow at parse time: they need no torch, so a task module imports torch only inside the
+functions that train or infer. The instance methods (train_batches, loss, validate, finalize) are
+the training loop's, and each task module's evaluate(...), explain(...) and predict_row(...) serve
+the steps of those names. Outside sciconv/tasks/ only `task_for` names a task.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Task:
+    name = ""
+    # the test metric the summary shows beside baseline_<metric>; the validation metric the best weights maximise
+    headline_metric = ""
+    selection_metric = ""
+    # one output per pixel or voxel: a segmenter network, masks that are class maps
+    dense = False
+    # the dataset key that names the outputs: "classes" (class names) or "targets" (regression outputs)
+    output_names = "classes"
+    # config keys evaluate reads beyond sciconv.settings.DATASET_READS["evaluate"]
+    evaluate_reads: tuple[str, ...] = ()
+    # explain.method values the task honours; the first is its default
+    explain_methods: tuple[str, ...] = ()
+    # split.json's stratified_by: what the strata are
+    stratified_by = "none"
+    # what the task reads of the domain's classical Baseline
+    baseline_needs = "features"
+
+    @classmethod
+    def stratum_keys(cls, store) -> dict[str, str]:
+        """The split's stratum of each sample id in an ingested store (read one sample at a time)."""
+        return {sample_id: "all" for sample_id in store.ids}
+
+    @classmethod
+    def stored_mask(cls, mask: np.ndarray | None, cfg: dict) -> tuple[np.ndarray | None, str | None]:
+        """The mask as ingest stores it, and a reason when it cannot be: an image-level task keeps only
+        where the object is (any non-zero value), a dense task its classes."""
+        if mask is None:
+            return None, None
+        return (mask > 0).astype(np.int64), None
+
+    @classmethod
+    def class_counts(cls, mask: np.ndarray | None, label: int | None, n_classes: int) -> np.ndarray | None:
+        """What one sample adds to the dataset's per-class counts (ingest's check that every class has an
+        example, the training statistics); None where the task has no classes."""
+        counts = np.zeros(n_classes, dtype=np.int64)
+        if label is not None:
+            counts[int(label)] += 1
+        return counts
+
+    @classmethod
+    def count_name(cls) -> str:
+        """The key of the per-class counts in the dataset statistics."""
+        return "per_class"
+
+    @classmethod
+    def check_config(cls, cfg: dict) -> str | None:
+        """A load-time problem with keys only this task reads, as 'key <path>: what to change', or None."""
+        method = cfg["explain"]["method"]
+        if cls.explain_methods and method not in cls.explain_methods:
+            return (f"key explain.method: {cls.name} honours {', '.join(cls.explain_methods)}, not {method!r}"
+                    + (f" ({cls.explain_note})" if getattr(cls, "explain_note", "") else ""))
+        return None
+
+
+def training_records(ds) -> list[dict]:
+    """The dataset's preprocessed training samples (for the classical baselines that are fitted)."""
+    from sciconv import data
+    from sciconv.paths import DatasetPaths
+
+    paths = DatasetPaths(ds.results_dir)
+    return data.load_records(paths.preprocessed, data.load_split(paths.split)["train"])
+
+
+def fit_on_baseline_features(ds, test: list[dict], estimator, target_of):
+    """The domain's classical summary statistic of each sample, with `estimator` (a scikit-learn
+    pipeline) fitted from it to `target_of(record)` on the training set: the baseline a field builds
+    from hand-made statistics. Returns the fitted estimator and the test samples' features."""
+    def features(records):
+        return np.stack([np.ravel(ds.domain.baseline(r["image"], r["attrs"], ds.cfg, "features").features)
+                         for r in records])
+
+    train = training_records(ds)
+    estimator.fit(features(train), np.asarray([target_of(r) for r in train]))
+    return estimator, features(test)
