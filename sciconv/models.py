@@ -1,4 +1,4 @@
-"""Build MONAI networks from config, check input sizes, and inspect them (shapes, receptive field, parameters).
+"""Build MONAI networks from config, check input sizes, and tabulate their layers (shapes, receptive field, parameters).
 
 A model is described by a plain dict of arguments (`model_args`) saved in every
 checkpoint, so a checkpoint rebuilds its network without the config that made it.
@@ -138,12 +138,13 @@ class LayerRow:
     receptive_field: int
 
 
-def inspect(net: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[LayerRow], int, int]:
+def layer_table(net: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[LayerRow], int, int]:
     """Per-layer output shapes (from a forward pass) and the receptive field along the longest path.
 
     The receptive field follows the convolutions in the order they run, which
-    for an encoder-decoder is the deepest path: r += (k - 1) * d * j, j *= s for
-    a convolution; j /= s for a transposed one (its kernel still widens r).
+    for an encoder-decoder is the deepest path: r += (k - 1) * d * j, then j *= s, for
+    a convolution; for a transposed one j /= s first, then r += (k - 1) * d * j (its kernel
+    spans k pixels of the finer output grid).
     Residual shortcuts run in parallel with the main path and are skipped.
     """
     rows: list[LayerRow] = []
@@ -160,8 +161,13 @@ def inspect(net: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[LayerRow
             elif isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
                                    nn.ConvTranspose3d)):
                 k, s, d = module.kernel_size[0], module.stride[0], module.dilation[0]
-                state["rf"] += (k - 1) * d * state["jump"]
-                state["jump"] = state["jump"] / s if module.transposed else state["jump"] * s
+                if module.transposed:
+                    # its kernel taps the upsampled grid: the output spacing (jump / s) sets the widening
+                    state["jump"] /= s
+                    state["rf"] += (k - 1) * d * state["jump"]
+                else:
+                    state["rf"] += (k - 1) * d * state["jump"]
+                    state["jump"] *= s
             elif isinstance(module, (nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool2d, nn.AvgPool3d)):
                 k = module.kernel_size if isinstance(module.kernel_size, int) else module.kernel_size[0]
                 s = module.stride if isinstance(module.stride, int) else module.stride[0]
@@ -213,7 +219,7 @@ def last_conv_before_output(net: nn.Module, input_shape: tuple[int, ...]) -> str
     Layers whose outputs have as many channels as the network's output belong to the output head
     (MONAI's UNet builds its last up-sampling step with the class count already).
     """
-    rows = [row for row in inspect(net, input_shape)[0] if row.kind.startswith(("Conv", "ConvTranspose"))]
+    rows = [row for row in layer_table(net, input_shape)[0] if row.kind.startswith(("Conv", "ConvTranspose"))]
     head_channels = rows[-1].output_shape[1] if rows else None
     features = [row.name for row in rows if row.output_shape[1] != head_channels]
     if not features:

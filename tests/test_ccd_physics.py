@@ -130,3 +130,12 @@ def test_each_amplifier_uses_its_own_gain():
     electrons, _ = ccd.to_electrons(adu, meta)
     assert electrons[0, 0] == pytest.approx(10.0) and electrons[0, 4] == pytest.approx(10.0)
     assert np.median(electrons) == 0.0
+
+
+def test_muon_zenith_angles_follow_cos_cubed_through_a_flat_sensor():
+    """cos^2 per solid angle times the sensor's projected area: p(c) = 4c^3, mean 4/5, median 2^(-1/4)."""
+    rng = np.random.default_rng(0)
+    cosines = np.array([physics.muon_cos_zenith(rng) for _ in range(40000)])
+    # the standard error of the mean is 0.163 / sqrt(40000) = 0.0008; U^(1/3) (cos^2 alone) would give 0.75
+    assert abs(cosines.mean() - 0.8) < 0.004
+    assert abs(np.median(cosines) - 2 ** -0.25) < 0.005

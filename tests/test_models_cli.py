@@ -21,10 +21,19 @@ def test_receptive_field_of_a_plain_conv_stack():
     # two 3x3 convs (RF 5), a stride-2 3x3 conv (RF 7, jump 2), another 3x3 conv (RF 11)
     net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(2, 2, 3, padding=1),
                         nn.Conv2d(2, 2, 3, stride=2, padding=1), nn.Conv2d(2, 2, 3, padding=1))
-    rows, receptive_field, total = models.inspect(net, (1, 1, 16, 16))
+    rows, receptive_field, total = models.layer_table(net, (1, 1, 16, 16))
     assert receptive_field == 11
     assert [r.output_shape for r in rows][-1] == (1, 2, 8, 8)
     assert total == sum(p.numel() for p in net.parameters())
+
+
+def test_receptive_field_through_a_transposed_convolution_grows_on_the_finer_grid():
+    # a stride-2 3x3 conv (RF 3, jump 2), then a stride-2 3x3 transposed conv: back on the input grid
+    # (jump 1), its 3 taps widen the field by 2 input pixels (RF 5), not by 2 coarse ones (RF 7)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2, padding=1),
+                        nn.ConvTranspose2d(2, 2, 3, stride=2, padding=1, output_padding=1))
+    _, receptive_field, _ = models.layer_table(net, (1, 1, 16, 16))
+    assert receptive_field == 5
 
 
 def test_unet_output_matches_input_and_size_check_explains_the_fix():

@@ -56,6 +56,17 @@ def ionisation_electrons(rng: np.random.Generator, energy_kev: np.ndarray, fano:
     return np.maximum(np.rint(rng.normal(mean, np.sqrt(fano * mean + 1e-12))), 0).astype(np.int64)
 
 
+def muon_cos_zenith(rng: np.random.Generator) -> float:
+    """cos(zenith) of a cosmic-ray muon crossing a flat, horizontal sensor.
+
+    The flux per solid angle goes as cos^2(theta) at sea level (PDG, "Cosmic rays", sec. 30.3); a
+    horizontal surface sees it through its projected area, one more cos(theta), so the rate per unit
+    cos(theta) goes as cos^3 and its inverse CDF is cos(theta) = U^(1/4) (mean 4/5). Zenith angles
+    beyond 85 degrees, whose tracks would leave any frame, are clipped.
+    """
+    return min(max(rng.random() ** (1 / 4), math.cos(math.radians(85))), 1.0)
+
+
 class _Frame:
     """Accumulates events on a frame and the per-pixel label of the dominant event."""
 
@@ -98,9 +109,9 @@ class _Frame:
         self.deposit(np.array([x]), np.array([y]), np.array([depth_um]), n, label, extra_sigma_um)
 
     def add_muon(self):
-        """Straight track through the full thickness; zenith angle from the cos^2 law (cos(theta) = U^(1/3))."""
+        """Straight track through the full thickness at a zenith angle drawn by muon_cos_zenith."""
         thick = self.src["thickness_um"]
-        cos_t = min(max(self.rng.random() ** (1 / 3), math.cos(math.radians(85))), 1.0)
+        cos_t = muon_cos_zenith(self.rng)
         horizontal = thick * math.sqrt(1 - cos_t**2) / cos_t
         phi = self.rng.uniform(0, 2 * math.pi)
         x0, y0 = self.random_xy(margin_px=horizontal / self.pixel / 2)

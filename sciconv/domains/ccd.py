@@ -14,7 +14,8 @@ Numbers and sources (see also shared/science.md):
   - Tritium: beta endpoint 18.6 keV, mean 5.7 keV; electron CSDA range in
     silicon of a few um (Katz-Penfold range-energy relation), far below a pixel,
     so tritium clusters are diffusion-limited points.
-  - Muons: minimum ionising, ~80 e- per um of path in silicon, cos^2 zenith law.
+  - Muons: minimum ionising, ~80 e- per um of path in silicon, cos^2 zenith law per solid angle
+    (cos^3 through the flat sensor).
   - Compton electrons: tens to hundreds of keV, multiple scattering (Highland)
     gives wandering "worms"; alphas: several MeV, round blobs broadened by the
     plasma effect (Estrada et al. 2011, arXiv:1105.3229).

@@ -73,6 +73,18 @@ def read(path: Path | str, as_suffix: str | None = None) -> tuple[np.ndarray, di
     return image, meta
 
 
+# header keys that name the subject a file belongs to (a patient), registered by the format readers
+GROUP_KEYS: list[str] = []
+
+
+def group_of(meta: dict) -> str | None:
+    """The subject id a file's header gives (DICOM's PatientID), which keeps a subject's files in one set."""
+    for key in GROUP_KEYS:
+        if meta.get(key):
+            return str(meta[key])
+    return None
+
+
 def read_mask(path: Path | str, as_suffix: str | None = None) -> np.ndarray:
     """A label mask: the spatial array with integer classes."""
     image, _ = read(path, as_suffix)

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sciconv.io import ReadError, register
+from sciconv.io import GROUP_KEYS, ReadError, register
+
+GROUP_KEYS.append("PatientID")  # one patient's images stay in one set
 
 # Keywords worth keeping as metadata: geometry, photometry and what a domain may need.
 KEPT_KEYWORDS = ("Modality", "SOPClassUID", "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "PixelSpacing",

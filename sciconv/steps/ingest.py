@@ -73,6 +73,7 @@ class Inspector:
         self.task, self.n_classes = task, n_classes
         self.seen_sha: dict[str, Path] = {}
         self.ndim: int | None = None
+        self.channels: tuple[int, Path] | None = None  # the first accepted file's channel count, and that file
         self.class_counts = np.zeros(n_classes, dtype=np.int64)
 
     def check(self, path: Path, sha: str, image: np.ndarray) -> str | None:
@@ -81,11 +82,16 @@ class Inspector:
         spatial = image.ndim - 1
         if self.ndim is not None and spatial != self.ndim:
             return f"{spatial}D image among {self.ndim}D images (mixed dimensionality)"
+        if self.channels is not None and image.shape[0] != self.channels[0]:
+            return (f"{image.shape[0]} channels among files of {self.channels[0]} (e.g. {self.channels[1]}); "
+                    "a network takes one channel count: split the files into datasets, or convert them")
         return None
 
     def accept(self, path: Path, sha: str, image: np.ndarray, mask, label) -> None:
         self.seen_sha[sha] = path
         self.ndim = image.ndim - 1
+        if self.channels is None:
+            self.channels = (image.shape[0], path)
         counts = self.task.class_counts(mask, label, self.n_classes)
         if counts is not None:
             self.class_counts += counts
@@ -104,6 +110,49 @@ def write_rejected(path: Path, rejected: list[tuple[str, str]]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
+def label_index(label, class_names: list[str]) -> tuple[int | None, str | None]:
+    """A label given as a class name or index, as the class index; or the reason it is none."""
+    if label in (None, ""):
+        return None, None
+    try:
+        index = int(label) if str(label).lstrip("-").isdigit() else class_names.index(str(label))
+    except ValueError:
+        return None, f"label {label!r} is not a declared class ({', '.join(class_names)}) nor a class index"
+    if not 0 <= index < len(class_names):
+        return None, f"label {index} outside the {len(class_names)} declared classes"
+    return index, None
+
+
+def ingest_row(ds: DatasetConfig, row: dict, sample_id: str, inspector: "Inspector", hdf5_keys, as_suffix):
+    """One input row as a Sample to store, or the reason it cannot be used."""
+    image_path = Path(row["image"])
+    if row.get("missing_mask"):
+        return row["missing_mask"]
+    try:
+        image, meta, mask, stored_label = read_row(row, hdf5_keys, as_suffix)
+        sha = sha256_file(image_path)
+    except readers.ReadError as err:
+        return str(err).removeprefix(f"{image_path}: ")
+    n_classes = len(ds.class_names)
+    mask, reason = ds.task.stored_mask(mask, ds.cfg)
+    reason = reason or _check(image, mask, n_classes) or inspector.check(image_path, sha, image)
+    label, label_problem = label_index(row.get("label") if row.get("label") not in (None, "") else stored_label,
+                                       ds.class_names)
+    if reason or label_problem:
+        return reason or label_problem
+    inspector.accept(image_path, sha, image, mask, label)
+    attrs = {"source": str(image_path), "sha256": sha, "meta": json.dumps(meta)}
+    for key in ("group", "target"):
+        if row.get(key) not in (None, ""):
+            attrs[key] = row[key]
+    if "group" not in attrs and readers.group_of(meta):
+        # without a group column, the format's own subject id (DICOM's PatientID) keeps a subject in one set
+        attrs["group"] = readers.group_of(meta)
+    if label is not None:
+        attrs["label"] = label
+    return Sample(sample_id, image, mask, attrs)
+
+
 def run(ds: DatasetConfig) -> None:
     """Read every file; on_bad_input: fail lists every bad file and writes nothing, skip writes rejected.csv."""
     paths = DatasetPaths(ds.results_dir)
@@ -111,71 +160,40 @@ def run(ds: DatasetConfig) -> None:
         rows = sources.input_rows(ds)
     except sources.SourceError as err:
         raise IngestError(str(err)) from err
-    as_suffix = sources.format_hint(ds)
-    hdf5_keys = ds.cfg["source"].get("hdf5")
-    ids = sample_ids([Path(r["image"]) for r in rows])
-    class_names = ds.class_names
-    policy = ds.cfg["on_bad_input"]
+    as_suffix, hdf5_keys = sources.format_hint(ds), ds.cfg["source"].get("hdf5")
     rejected: list[tuple[str, str]] = []
-    inspector = Inspector(len(class_names), ds.task)
+    inspector = Inspector(len(ds.class_names), ds.task)
     progress = Progress("ingest", len(rows))
     with StoreWriter(paths.ingested, domain=ds.cfg["domain"], task=ds.cfg["task"],
-                     class_names=class_names, dataset=ds.name, stage="ingested") as store:
-        for done, (row, sample_id) in enumerate(zip(rows, ids), start=1):
-            image_path = Path(row["image"])
-            if row.get("missing_mask"):
-                rejected.append((str(image_path), row["missing_mask"]))
-                continue
-            try:
-                image, meta, mask, stored_label = read_row(row, hdf5_keys, as_suffix)
-                sha = sha256_file(image_path)
-            except readers.ReadError as err:
-                rejected.append((str(image_path), str(err).removeprefix(f"{image_path}: ")))
-                continue
-            mask, reason = ds.task.stored_mask(mask, ds.cfg)
-            reason = reason or _check(image, mask, len(class_names)) or inspector.check(image_path, sha, image)
-            if reason:
-                rejected.append((str(image_path), reason))
-                continue
-            label = row.get("label") if row.get("label") not in (None, "") else stored_label
-            if label is not None:
-                try:
-                    label = int(label) if str(label).lstrip("-").isdigit() else class_names.index(str(label))
-                except ValueError:
-                    rejected.append((str(image_path), f"label {label!r} is not a declared class "
-                                                      f"({', '.join(class_names)}) nor a class index"))
-                    continue
-                if not 0 <= label < len(class_names):
-                    rejected.append((str(image_path), f"label {label} outside the {len(class_names)} declared classes"))
-                    continue
-            inspector.accept(image_path, sha, image, mask, label)
-            attrs = {"source": str(image_path), "sha256": sha, "meta": json.dumps(meta)}
-            for key in ("group", "target"):
-                if row.get(key) not in (None, ""):
-                    attrs[key] = row[key]
-            if "group" not in attrs and meta.get("PatientID"):
-                # DICOM without a group column: one patient's images stay in one set
-                attrs["group"] = str(meta["PatientID"])
-            if label is not None:
-                attrs["label"] = label
-            store.add(Sample(sample_id, image, mask, attrs))
+                     class_names=ds.class_names, dataset=ds.name, stage="ingested") as store:
+        for done, (row, sample_id) in enumerate(zip(rows, sample_ids([Path(r["image"]) for r in rows])), start=1):
+            result = ingest_row(ds, row, sample_id, inspector, hdf5_keys, as_suffix)
+            if isinstance(result, str):
+                rejected.append((str(row["image"]), result))
+            else:
+                store.add(result)
             progress(done)
         store.file_attrs["n_rejected"] = len(rejected)
-        if store.count == 0:
-            raise IngestError(f"{ds.path}: no usable input among {len(rows)} files; nothing to train on"
-                              + "".join(f"\n  {p}: {r}" for p, r in rejected))
-        missing = inspector.missing_classes(class_names)
-        if missing and policy == "fail":
-            rejected.append((str(ds.path), f"declared classes with no example: {', '.join(missing)}"))
-        elif missing:
-            log.warning("declared classes with no example in %s: %s", ds.name, ", ".join(missing))
-        if rejected and policy == "fail":
-            # Raising inside the writer discards the partial file: no ingested.h5 that looks complete.
-            raise IngestError(f"{len(rejected)} problem(s) in {len(rows)} input files (on_bad_input: fail; "
-                              "set on_bad_input: skip to leave them out):\n  "
-                              + "\n  ".join(f"{p}: {r}" for p, r in rejected))
+        finish_checks(ds, store, inspector, rejected, len(rows))
     # always written (a header alone when nothing was left out): a declared output of the step
     write_rejected(paths.rejected, rejected)
     if rejected:
         log.warning("skipped %d of %d files; reasons in %s", len(rejected), len(rows), paths.rejected)
     log.info("ingested %d samples into %s", store.count, paths.ingested)
+
+
+def finish_checks(ds: DatasetConfig, store, inspector: "Inspector", rejected: list, n_files: int) -> None:
+    """The checks over the whole dataset; raising here, inside the writer, discards the partial file."""
+    if store.count == 0:
+        raise IngestError(f"{ds.path}: no usable input among {n_files} files; nothing to train on"
+                          + "".join(f"\n  {p}: {r}" for p, r in rejected))
+    missing = inspector.missing_classes(ds.class_names)
+    policy = ds.cfg["on_bad_input"]
+    if missing and policy == "fail":
+        rejected.append((str(ds.path), f"declared classes with no example: {', '.join(missing)}"))
+    elif missing:
+        log.warning("declared classes with no example in %s: %s", ds.name, ", ".join(missing))
+    if rejected and policy == "fail":
+        raise IngestError(f"{len(rejected)} problem(s) in {n_files} input files (on_bad_input: fail; "
+                          "set on_bad_input: skip to leave them out):\n  "
+                          + "\n  ".join(f"{p}: {r}" for p, r in rejected))

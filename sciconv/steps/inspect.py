@@ -14,11 +14,11 @@ def input_shape(ds: DatasetConfig) -> tuple[int, ...]:
 
 def run(ds: DatasetConfig) -> str:
     shape = input_shape(ds)
-    args = models.model_args(ds.cfg["model"], len(shape) - 2, shape[1], len(ds.class_names))
-    models.check_input_size(args, shape[2:])
-    net = models.build(args)
-    rows, receptive_field, total = models.inspect(net, shape)
-    lines = [f"{ds.name}: {args['name']} on input {list(shape)} (batch, channels, *patch)",
+    model_args = models.model_args(ds.cfg["model"], len(shape) - 2, shape[1], len(ds.class_names))
+    models.check_input_size(model_args, shape[2:])
+    net = models.build(model_args)
+    rows, receptive_field, total = models.layer_table(net, shape)
+    lines = [f"{ds.name}: {model_args['name']} on input {list(shape)} (batch, channels, *patch)",
              f"{'layer':<48} {'type':<18} {'output shape':<22} {'params':>9} {'RF':>5}"]
     for row in rows:
         if row.parameters or row.kind.startswith(("Conv", "ConvTranspose", "MaxPool")):
@@ -26,7 +26,7 @@ def run(ds: DatasetConfig) -> str:
                          f"{row.parameters:>9,} {row.receptive_field:>5}")
     lines += [f"receptive field: {receptive_field} pixels along each axis (deepest path)",
               f"parameters: {total:,}",
-              f"input sizes must be multiples of {models.downsampling_factor(args)}"]
+              f"input sizes must be multiples of {models.downsampling_factor(model_args)}"]
     text = "\n".join(lines)
     print(text)
     return text

@@ -105,7 +105,7 @@ class Training:
     train_records: list
     val_records: list
     task: object
-    args: dict
+    model_args: dict  # what rebuilds the network (saved in model.pt)
     seed: int
     net: torch.nn.Module
     batches: object
@@ -159,11 +159,11 @@ def set_up(ds: DatasetConfig, world: distributed.World, dev: torch.device) -> Tr
     except ValueError as err:
         raise ConfigError(f"{ds.path}: {err}") from err
     spatial_dims = train_records[0]["image"].ndim - 1
-    args = models.model_args(cfg["model"], spatial_dims, train_records[0]["image"].shape[0], len(ds.class_names))
-    models.check_input_size(args, task.input_size)  # fail before any work, with the fix in the message
+    model_args = models.model_args(cfg["model"], spatial_dims, train_records[0]["image"].shape[0], len(ds.class_names))
+    models.check_input_size(model_args, task.input_size)  # fail before any work, with the fix in the message
     seed = derive_seed(ds.seed, ds.name, "train")
     seed_everything(seed)
-    net = models.build(args).to(dev)
+    net = models.build(model_args).to(dev)
     if cfg["init_from"]:
         try:
             fresh = initialise_from(net, cfg["init_from"], tracking_uri(ds.global_cfg))
@@ -180,7 +180,7 @@ def set_up(ds: DatasetConfig, world: distributed.World, dev: torch.device) -> Tr
     amp = train_cfg["amp"] and dev.type == "cuda"
     # fp16 needs loss scaling against underflow; bf16 and fp32 do not, and then the scaler is a no-op.
     scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
-    return Training(ds, world, dev, paths, split, train_records, val_records, task, args, seed, net, batches,
+    return Training(ds, world, dev, paths, split, train_records, val_records, task, model_args, seed, net, batches,
                     optimizer, scheduler, scaler, amp, config_fingerprint(ds),
                     memory_format=memory_format_for(dev, spatial_dims, train_cfg))
 
@@ -332,7 +332,7 @@ def final_network(t: Training) -> torch.nn.Module:
     """The best weights in a plain network (no SyncBatchNorm, no DDP wrapper), in the default memory layout."""
     net = t.net
     if t.world.size > 1:
-        net = models.build(t.args)
+        net = models.build(t.model_args)
         net.load_state_dict(t.net.state_dict())
         net = net.to(t.dev)
     if t.best_state is not None:
@@ -344,7 +344,7 @@ def finish(t: Training, tracker: Tracker) -> None:
     """The best weights with what inference needs, written to model.pt and logged and registered in MLflow."""
     ds, paths, net = t.ds, t.paths, final_network(t)
     extras = t.task.finalize(net, t.dev, t.amp)
-    final = {"model_args": t.args, "model_state": {k: v.cpu() for k, v in net.state_dict().items()},
+    final = {"model_args": t.model_args, "model_state": {k: v.cpu() for k, v in net.state_dict().items()},
              "config": ds.cfg, "class_names": ds.class_names, "mlflow_run_id": t.run_id,
              "selection_metric": t.task.selection_metric, "best_score": t.best, "history": t.history, **extras}
     tmp = paths.model.with_suffix(".partial")
@@ -352,7 +352,7 @@ def finish(t: Training, tracker: Tracker) -> None:
     tmp.replace(paths.model)
     atomic_write_json(paths.model_dir / "run.json", {"mlflow_run_id": t.run_id, "experiment_id": tracker.experiment_id,
                                                       "tracking_uri": tracker.uri})
-    dense = models.is_segmenter(t.args["name"])
+    dense = models.is_segmenter(t.model_args["name"])
     # segmenters are logged on training patches (any size works), image-level networks on whole images
     size = t.task.input_size if dense else t.train_records[0]["image"].shape[1:]
     example = np.stack([t.train_records[i % len(t.train_records)]["image"][(slice(None),) + tuple(
