@@ -55,6 +55,7 @@ def pipeline(tmp_path_factory):
     (project / "config/datasets/ccd_micro.yaml").write_text(yaml.safe_dump(shrunk_ccd_config(n_frames=10, epochs=1)))
     other = shrunk_ccd_config(n_frames=8, size=48, epochs=1)
     other["explain"]["n_samples"] = 1
+    other["source"]["events_per_frame"]["alpha"] = 1.0  # every class seen in 8 small frames, whatever the draws
     (project / "config/datasets/ccd_other.yaml").write_text(yaml.safe_dump(other))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     env.pop("MLFLOW_TRACKING_URI", None)
