@@ -27,6 +27,8 @@ class Task:
     evaluate_reads: tuple[str, ...] = ()
     # explain.method values the task honours; the first is its default
     explain_methods: tuple[str, ...] = ()
+    # why the others are not honoured, said in the load-time error
+    explain_note = ""
     # split.json's stratified_by: what the strata are
     stratified_by = "none"
     # what the task reads of the domain's classical Baseline
@@ -65,7 +67,7 @@ class Task:
         method = cfg["explain"]["method"]
         if cls.explain_methods and method not in cls.explain_methods:
             return (f"key explain.method: {cls.name} honours {', '.join(cls.explain_methods)}, not {method!r}"
-                    + (f" ({cls.explain_note})" if getattr(cls, "explain_note", "") else ""))
+                    + (f" ({cls.explain_note})" if cls.explain_note else ""))
         return None
 
 
