@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the predictions")
     p.add_argument("--config", default="config/config.yaml", help="global config, for the MLflow store")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--on-bad-input", choices=["fail", "skip"], default="fail", dest="on_bad_input",
+                   help="fail: an input that cannot be read or does not fit the model stops the run and nothing "
+                        "is written; skip: predict the rest and list those in rejected.csv (default: %(default)s)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -144,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             from sciconv.steps import predict
             from sciconv.tracking import tracking_uri
 
-            predict.run(args.model, args.inputs, args.out, args.device, tracking_uri(global_cfg))
+            predict.run(args.model, args.inputs, args.out, args.device, tracking_uri(global_cfg), args.on_bad_input)
             return 0
         ds = config.load_dataset(args.dataset, global_cfg, args.overrides)
         steps = PIPELINE if args.step == "run" else [args.step]

@@ -11,12 +11,8 @@ import glob
 from pathlib import Path
 
 from sciconv.config import DatasetConfig
+from sciconv.io import file_stem
 from sciconv.paths import DatasetPaths
-
-# A format named in config picks the reader of one of its suffixes.
-FORMAT_SUFFIX = {"dicom": ".dcm", "nifti": ".nii", "fits": ".fits", "hdf5": ".h5", "tiff": ".tif",
-                 "image": ".png", "npy": ".npy"}
-
 
 class SourceError(ValueError):
     """The configured source cannot be listed; the message says what is missing."""
@@ -30,10 +26,6 @@ def _resolve(base: Path, pattern: str) -> list[Path]:
 
 def _files(folder: Path, pattern: str) -> list[Path]:
     return sorted(p for p in folder.glob(pattern) if p.is_file() and not p.name.startswith("."))
-
-
-def _stem(path: Path) -> str:
-    return path.name.split(".")[0]
 
 
 def simulated_rows(ds: DatasetConfig) -> list[dict]:
@@ -81,20 +73,14 @@ def user_rows(ds: DatasetConfig) -> list[dict]:
                     raise SourceError(f"{sub}: folder name is not a declared class; classes: {', '.join(class_names)}")
                 rows += [{"image": str(f), "label": str(class_names.index(sub.name))} for f in _files(sub, src["pattern"])]
         else:  # paired
-            masks = {_stem(m): m for m in _files(folder / src["masks"], src["pattern"])}
+            masks = {file_stem(m): m for m in _files(folder / src["masks"], src["pattern"])}
             for image in _files(folder / src["images"], src["pattern"]):
-                mask = masks.get(_stem(image))
+                mask = masks.get(file_stem(image))
                 # A missing mask is left for ingest to report with the other bad inputs.
                 rows.append({"image": str(image), "mask": str(mask) if mask else "",
-                             "missing_mask": "" if mask else f"no mask named {_stem(image)}.* in {folder / src['masks']}"})
+                             "missing_mask": "" if mask else f"no mask named {file_stem(image)}.* in {folder / src['masks']}"})
     return rows
 
 
 def input_rows(ds: DatasetConfig) -> list[dict]:
     return simulated_rows(ds) if ds.cfg["source"]["kind"] == "simulate" else user_rows(ds)
-
-
-def format_hint(ds: DatasetConfig) -> str | None:
-    """The suffix whose reader to use for every file, or None to choose by each file's own suffix."""
-    fmt = ds.cfg["source"].get("format", "auto")
-    return None if fmt == "auto" else FORMAT_SUFFIX[fmt]

@@ -1,8 +1,12 @@
-"""File readers, one per format, each returning (array, metadata), chosen by suffix.
+"""File readers, one per format, each returning (array, metadata), chosen by suffix; mask writers beside them.
 
 A reader module registers itself with `register(suffixes)`; `read(path)` picks
 the reader from the file name. Every reader returns images channels first,
 `(C, *spatial)`; `read_mask` drops the channel and checks for integer classes.
+`read_source` reads one input as a dataset's `source` settings say (forced format,
+HDF5 dataset paths), the one way ingest and predict both read. A format that can hold
+a predicted mask registers a writer with `register_mask_writer`; `write_mask` falls
+back to .npy for the rest.
 """
 
 from __future__ import annotations
@@ -14,6 +18,13 @@ import numpy as np
 
 Reader = Callable[[Path], "tuple[np.ndarray, dict]"]
 _READERS: dict[str, Reader] = {}
+# (mask, source file, source metadata, preprocessed-grid attrs, target path without suffix) -> path written
+MaskWriter = Callable[[np.ndarray, Path, dict, dict, Path], Path]
+_MASK_WRITERS: dict[str, tuple[MaskWriter, bool]] = {}
+# A format named in a dataset's source.format picks the reader of one of its suffixes.
+FORMAT_SUFFIX = {"dicom": ".dcm", "nifti": ".nii", "fits": ".fits", "hdf5": ".h5", "tiff": ".tif",
+                 "image": ".png", "npy": ".npy"}
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 
 
 class ReadError(OSError):
@@ -28,12 +39,32 @@ def register(*suffixes: str):
     return wrap
 
 
-def _suffix(path: Path) -> str:
+def register_mask_writer(*suffixes: str, onto_source_grid: bool = False):
+    """onto_source_grid: the writer puts the mask back onto the source file's own grid (through its
+    affine), so a predicted mask overlays the source in any viewer however preprocessing resampled it."""
+    def wrap(func: MaskWriter) -> MaskWriter:
+        for suffix in suffixes:
+            _MASK_WRITERS[suffix.lower()] = (func, onto_source_grid)
+        return func
+    return wrap
+
+
+def _suffix(path: Path, known=None) -> str:
     name = path.name.lower()
-    for suffix in sorted(_READERS, key=len, reverse=True):  # longest first: .fits.fz before .fz
-        if name.endswith(suffix):
+    for suffix in sorted(known if known is not None else _READERS, key=len, reverse=True):
+        if name.endswith(suffix):  # longest first: .fits.fz before .fz
             return suffix
     return path.suffix.lower()
+
+
+def format_suffix(fmt: str | None) -> str | None:
+    """The suffix whose reader a source.format value names; None for auto (each file's own suffix)."""
+    return None if fmt in (None, "auto") else FORMAT_SUFFIX[fmt]
+
+
+def file_stem(path: Path | str) -> str:
+    """The name without any suffix: scan.nii.gz -> scan."""
+    return Path(path).name.split(".")[0]
 
 
 def reader_for(path: Path | str) -> Reader:
@@ -83,6 +114,46 @@ def group_of(meta: dict) -> str | None:
         if meta.get(key):
             return str(meta[key])
     return None
+
+
+def read_source(image_path: Path | str, mask_path: Path | str | None, source: dict):
+    """(image, metadata, mask or None, label stored in the file or None) for one input, read as the
+    dataset's source settings say: source.format forces a reader, source.hdf5 names where an HDF5
+    file keeps the image, its mask and its label. A mask file given beside the image wins over one
+    stored in it."""
+    image_path = Path(image_path)
+    as_suffix = format_suffix(source.get("format"))
+    hdf5_keys = source.get("hdf5")
+    if hdf5_keys and (as_suffix or image_path.suffix).lower() in HDF5_SUFFIXES:
+        from sciconv.io.arrays import read_hdf5_sample
+
+        image, meta, mask, label = read_hdf5_sample(image_path, hdf5_keys.get("image", "image"),
+                                                    hdf5_keys.get("mask"), hdf5_keys.get("label"))
+        if mask is not None and not mask_path:
+            return image, meta, mask.astype(np.int64), label
+    else:
+        (image, meta), label = read(image_path, as_suffix), None
+    return image, meta, read_mask(mask_path, as_suffix) if mask_path else None, label
+
+
+def write_mask(mask: np.ndarray, source: Path | str, target_stem: Path, meta: dict | None = None,
+               grid: dict | None = None, values: list[int] | None = None,
+               onto_source_grid_only: bool = False) -> Path | None:
+    """A predicted class map (on the preprocessed grid) written in the source's own format where that
+    format has a mask writer, else as .npy; target_stem is the path without suffix. meta is the
+    source's metadata, grid the preprocessing attrs (its affine), values maps class index -> stored
+    label value. With onto_source_grid_only, only writers that map back onto the source grid write,
+    and None says there was none."""
+    source = Path(source)
+    writer, onto_source_grid = _MASK_WRITERS.get(_suffix(source, _MASK_WRITERS), (None, False))
+    if onto_source_grid_only and not onto_source_grid:
+        return None
+    target_stem.parent.mkdir(parents=True, exist_ok=True)
+    if writer is None:
+        target = target_stem.with_name(target_stem.name + ".npy")
+        np.save(target, np.asarray(values, dtype=np.uint8)[mask] if values else mask.astype(np.uint8))
+        return target
+    return writer(mask, source, meta or {}, grid or {}, target_stem, values)
 
 
 def read_mask(path: Path | str, as_suffix: str | None = None) -> np.ndarray:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from sciconv.io import ReadError, register
+from sciconv.io import ReadError, register, register_mask_writer
 
 # Header keywords that describe the file, not the instrument: not worth keeping.
 _STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3", "EXTEND", "BZERO", "BSCALE",
@@ -93,3 +93,19 @@ def read_fits(path: Path, assemble: bool | None = None) -> tuple[np.ndarray, dic
     if data.dtype.byteorder not in ("=", "|"):
         data = data.astype(data.dtype.newbyteorder("="))  # FITS is big-endian; torch and h5py want native
     return data[None], meta
+
+
+@register_mask_writer(".fits", ".fit", ".fts", ".fits.gz", ".fits.fz")
+def write_fits_mask(mask: np.ndarray, source: Path, meta: dict, grid: dict, target_stem: Path,
+                    values: list[int] | None = None) -> Path:
+    """The class map as a FITS image carrying the source's header keywords (exposure, gain, ...), so
+    the usual astronomy tools read it beside its frame."""
+    stored = np.asarray(values, dtype=np.uint8)[mask] if values else mask.astype(np.uint8)
+    hdu = fits.PrimaryHDU(stored)
+    for key, value in meta.items():
+        if len(key) <= 8 and key.isupper() and isinstance(value, (int, float, str, bool)) and key not in hdu.header:
+            hdu.header[key] = value
+    hdu.header["SCMASK"] = (True, "sciconv predicted class per pixel")
+    target = target_stem.with_name(target_stem.name + ".fits")
+    hdu.writeto(target, overwrite=True)
+    return target

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sciconv.io import ReadError, register
+from sciconv.io import ReadError, register, register_mask_writer
 
 
 @register(".nii", ".nii.gz")
@@ -46,6 +46,30 @@ def read_nifti(path: Path) -> tuple[np.ndarray, dict]:
     if description is not None and description.size:
         meta["descrip"] = description.item().decode("ascii", errors="replace").strip()
     return np.ascontiguousarray(image), meta
+
+
+def resized_affine(affine, shape, new_shape) -> np.ndarray:
+    """The affine of a grid resampled from shape to new_shape over the same extent (voxel centres
+    i' map to (i' + 0.5) * old/new - 0.5), for preprocessing that resizes without giving an affine."""
+    scale = np.asarray(shape, float) / np.asarray(new_shape, float)
+    index_map = np.eye(4)
+    index_map[:3, :3] = np.diag(scale)
+    index_map[:3, 3] = (scale - 1) / 2
+    return np.asarray(affine, float) @ index_map
+
+
+@register_mask_writer(".nii", ".nii.gz", onto_source_grid=True)
+def write_nifti_mask(mask: np.ndarray, source: Path, meta: dict, grid: dict, target_stem: Path,
+                     values: list[int] | None = None) -> Path:
+    """The mask back on the source file's grid and affine, through the preprocessed grid's affine
+    (grid['affine']) or, where preprocessing gave none, the read (canonical) grid resized to the mask."""
+    affine = grid.get("affine")
+    if affine is None:
+        import nibabel as nib
+
+        canonical = nib.as_closest_canonical(nib.load(str(source)))
+        affine = resized_affine(canonical.affine, canonical.shape[:3], mask.shape)
+    return write_mask_on_source(mask, affine, source, target_stem.with_name(target_stem.name + ".nii.gz"), values)
 
 
 def write_mask_on_source(mask: np.ndarray, mask_affine, source: Path | str, target: Path | str,

@@ -45,7 +45,7 @@ def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None
             tracker.log_artifact(path, "evaluation")
         for path in written:
             # predicted masks (NIfTI on the source grid) beside the plots, each kind in its own folder
-            tracker.log_artifact(path, "predicted_masks" if path.name.endswith((".nii", ".nii.gz")) else "plots")
+            tracker.log_artifact(path, "predicted_masks" if paths.predicted_masks in path.parents else "plots")
     log.info("test metrics: %s", json.dumps({k: v for k, v in metrics.items() if k != "mlflow_run_id"}))
     return metrics
 

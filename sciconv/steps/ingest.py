@@ -38,25 +38,9 @@ def _check(image: np.ndarray, mask: np.ndarray | None, n_classes: int) -> str | 
     return None
 
 
-def read_row(row: dict, hdf5_keys: dict | None, as_suffix: str | None):
-    """(image, metadata, mask or None, label stored in the file or None) for one input row."""
-    image_path = Path(row["image"])
-    is_hdf5 = (as_suffix or image_path.suffix).lower() in (".h5", ".hdf5", ".hdf")
-    if hdf5_keys and is_hdf5:
-        from sciconv.io.arrays import read_hdf5_sample
-
-        image, meta, mask, label = read_hdf5_sample(image_path, hdf5_keys.get("image", "image"),
-                                                    hdf5_keys.get("mask"), hdf5_keys.get("label"))
-        if mask is not None and not row.get("mask"):
-            return image, meta, mask.astype(np.int64), label
-        return image, meta, readers.read_mask(row["mask"], as_suffix) if row.get("mask") else None, label
-    image, meta = readers.read(image_path, as_suffix)
-    return image, meta, readers.read_mask(row["mask"], as_suffix) if row.get("mask") else None, None
-
-
 def sample_ids(files: list[Path]) -> list[str]:
     """Sample ids: file names without suffixes, prefixed by their folders (below the common one) where names repeat."""
-    stems = [f.name.split(".")[0] for f in files]
+    stems = [readers.file_stem(f) for f in files]
     if len(set(stems)) == len(stems):
         return stems
     common = Path(os.path.commonpath([str(f.parent) for f in files]))
@@ -123,13 +107,13 @@ def label_index(label, class_names: list[str]) -> tuple[int | None, str | None]:
     return index, None
 
 
-def ingest_row(ds: DatasetConfig, row: dict, sample_id: str, inspector: "Inspector", hdf5_keys, as_suffix):
+def ingest_row(ds: DatasetConfig, row: dict, sample_id: str, inspector: "Inspector"):
     """One input row as a Sample to store, or the reason it cannot be used."""
     image_path = Path(row["image"])
     if row.get("missing_mask"):
         return row["missing_mask"]
     try:
-        image, meta, mask, stored_label = read_row(row, hdf5_keys, as_suffix)
+        image, meta, mask, stored_label = readers.read_source(image_path, row.get("mask"), ds.cfg["source"])
         sha = sha256_file(image_path)
     except readers.ReadError as err:
         return str(err).removeprefix(f"{image_path}: ")
@@ -160,14 +144,13 @@ def run(ds: DatasetConfig) -> None:
         rows = sources.input_rows(ds)
     except sources.SourceError as err:
         raise IngestError(str(err)) from err
-    as_suffix, hdf5_keys = sources.format_hint(ds), ds.cfg["source"].get("hdf5")
     rejected: list[tuple[str, str]] = []
     inspector = Inspector(len(ds.class_names), ds.task)
     progress = Progress("ingest", len(rows))
     with StoreWriter(paths.ingested, domain=ds.cfg["domain"], task=ds.cfg["task"],
                      class_names=ds.class_names, dataset=ds.name, stage="ingested") as store:
         for done, (row, sample_id) in enumerate(zip(rows, sample_ids([Path(r["image"]) for r in rows])), start=1):
-            result = ingest_row(ds, row, sample_id, inspector, hdf5_keys, as_suffix)
+            result = ingest_row(ds, row, sample_id, inspector)
             if isinstance(result, str):
                 rejected.append((str(row["image"]), result))
             else:

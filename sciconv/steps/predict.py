@@ -1,15 +1,25 @@
 """predict: a trained model on new files, read and preprocessed exactly as in training.
 
-Segmentation masks are written in the input's own format where it has one (FITS keeps the
-source header, NIfTI the source file's grid and affine), else as .npy; a CSV lists every file with the pixel
-count of each class. Classifiers write class probabilities, the threshold and the decision;
+Files are read with the dataset's own source settings (source.format, source.hdf5). Segmentation
+masks are written in the input's own format where it has a mask writer (FITS keeps the source
+header, NIfTI the source file's grid and affine), else as .npy, under the input's path relative to
+the inputs' common folder, so two inputs never share an output. A CSV lists every file with the
+pixel count of each class; classifiers write class probabilities, the threshold and the decision;
 regressors the predicted targets in physical units.
+
+All or nothing: outputs are written to a hidden staging folder and moved into place only when every
+file has been predicted, so a failure leaves the previous run's results as they were. With
+on_bad_input 'skip' (the same policy as ingest), files that cannot be read or do not fit the model
+are listed with the reason in rejected.csv and the rest are predicted.
 """
 
 from __future__ import annotations
 
 import csv
 import io as text_io
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +31,13 @@ from sciconv.errors import PredictError
 from sciconv.inference import load_model
 from sciconv.runtime import atomic_write_text, log, pick_device
 from sciconv.tasks import task_module
+
+ON_BAD_INPUT = ("fail", "skip")
+
+
+class BadInput(Exception):
+    """One input cannot be predicted on; the message says why, for rejected.csv or the error."""
+
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
     files: list[Path] = []
@@ -34,77 +51,124 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
             raise PredictError(f"{item}: no such file or folder")
     if not files:
         raise PredictError("no input files")
-    return files
+    return list(dict.fromkeys(files))  # a file named twice (as itself and inside its folder) is predicted once
 
 
-def resized_affine(affine, shape, new_shape) -> np.ndarray:
-    """The affine of a grid resampled from shape to new_shape over the same extent (voxel centres
-    i' map to (i' + 0.5) * old/new - 0.5), for domains whose preprocessing resizes without saying so."""
-    scale = np.asarray(shape, float) / np.asarray(new_shape, float)
-    index_map = np.eye(4)
-    index_map[:3, :3] = np.diag(scale)
-    index_map[:3, 3] = (scale - 1) / 2
-    return np.asarray(affine, float) @ index_map
+def output_stems(files: list[Path]) -> dict[Path, Path]:
+    """Each input's output path without suffix, relative to the out folder: its path below the inputs'
+    common folder, named by its stem, or by its whole name where two inputs in one folder share a stem
+    (scan.png and scan.tif). Distinct files have distinct relative paths, and a whole name (with a dot)
+    never equals a stem (without one), so two inputs cannot map to one output."""
+    resolved = [f.resolve() for f in files]
+    common = Path(os.path.commonpath([str(r.parent) for r in resolved]))
+    relative = [r.relative_to(common) for r in resolved]
+    stem_count: dict[tuple[Path, str], int] = {}
+    for rel in relative:
+        key = (rel.parent, readers.file_stem(rel))
+        stem_count[key] = stem_count.get(key, 0) + 1
+    stems = {}
+    for file, rel in zip(files, relative):
+        stem = readers.file_stem(rel)
+        name = stem if stem_count[(rel.parent, stem)] == 1 else rel.name
+        stems[file] = rel.parent / f"{name}_mask"
+    return stems
 
 
-def write_mask(mask: np.ndarray, source: Path, meta: dict, grid: dict, out_dir: Path,
-               values: list[int] | None = None) -> Path:
-    """The class map in the input's format; NIfTI masks go back onto the source file's grid and affine
-    (through the preprocessed grid's affine in grid['affine'], whatever resampling or cropping came
-    between); values maps class indices to the stored label values (mask_values)."""
-    name = source.name.lower()
-    stem = source.name.split(".")[0]
-    if name.endswith((".nii", ".nii.gz")):
-        from sciconv.io.nifti import write_mask_on_source
-
-        affine = grid.get("affine") or resized_affine(meta["affine"], meta["shape"], mask.shape)
-        return write_mask_on_source(mask, affine, source, out_dir / f"{stem}_mask.nii.gz", values)
-    stored = np.asarray(values, dtype=np.uint8)[mask] if values else mask.astype(np.uint8)
-    if name.endswith((".fits", ".fit", ".fts", ".fits.fz", ".fits.gz")):
-        from astropy.io import fits
-
-        hdu = fits.PrimaryHDU(stored)
-        for key, value in meta.items():
-            if len(key) <= 8 and key.isupper() and isinstance(value, (int, float, str, bool)) and key not in hdu.header:
-                hdu.header[key] = value
-        hdu.header["SCMASK"] = (True, "sciconv predicted class per pixel")
-        target = out_dir / f"{stem}_mask.fits"
-        hdu.writeto(target, overwrite=True)
-    else:
-        target = out_dir / f"{stem}_mask.npy"
-        np.save(target, stored)
-    return target
+def expected_input(checkpoint: dict) -> tuple[int, int]:
+    """(channels, spatial dimensions) the network was built for."""
+    return checkpoint["model_args"]["in_channels"], checkpoint["model_args"]["spatial_dims"]
 
 
-def run(model: str, inputs: list[str], out: str, device: str = "auto", tracking_uri: str = "") -> Path:
+def check_fits(shape: tuple[int, ...], checkpoint: dict, what: str) -> None:
+    """Refuse an input of another dimensionality or channel count before any inference, saying what fits."""
+    channels, dims = expected_input(checkpoint)
+    trained_on = checkpoint["config"].get("domain", "its")
+    if len(shape) - 1 != dims:
+        raise BadInput(f"{what} a {len(shape) - 1}D image (shape {list(shape)}); the model takes {dims}D images "
+                       f"of {channels} channel(s), as in its training data ({trained_on} domain)")
+    if shape[0] != channels:
+        raise BadInput(f"{what} {shape[0]} channel(s) (shape {list(shape)}); the model takes {channels} "
+                       f"channel(s) of {dims}D images, as in its training data ({trained_on} domain)")
+
+
+class Predictor:
+    """The model, its task and domain, and the staging folder outputs go to until the run is complete."""
+
+    def __init__(self, checkpoint_path: Path, device: str, model: str, staging: Path, out_dir: Path):
+        self.dev = pick_device(device)
+        self.net, self.checkpoint = load_model(checkpoint_path, self.dev)
+        self.cfg = self.checkpoint["config"]
+        try:
+            self.task = task_module(self.cfg["task"])
+        except ValueError as err:
+            raise PredictError(f"{model}: {err}") from err
+        self.domain = get_domain(self.cfg["domain"])
+        self.staging, self.out_dir = staging, out_dir
+
+    def row(self, source: Path, stem: Path) -> list:
+        """The predictions.csv row of one input; raises BadInput for an input it cannot take."""
+        try:
+            image, meta, _, _ = readers.read_source(source, None, self.cfg["source"])
+        except readers.ReadError as err:
+            raise BadInput(str(err).removeprefix(f"{source}: ")) from err
+        channels, dims = expected_input(self.checkpoint)
+        if image.ndim - 1 != dims:  # before preprocessing, which assumes the training data's geometry
+            check_fits(image.shape, self.checkpoint, "holds")
+        prepared, _, grid = self.domain.preprocess(image, meta, self.cfg["preprocess"])
+        check_fits(prepared.shape, self.checkpoint, "preprocessed into")
+
+        def write_mask(mask: np.ndarray) -> Path:
+            written = readers.write_mask(mask, source, self.staging / stem, meta, grid, self.cfg.get("mask_values"))
+            return self.out_dir / written.relative_to(self.staging)
+
+        return [str(source), *self.task.prediction_row(self.net, prepared, self.checkpoint, self.dev, write_mask)]
+
+
+def run(model: str, inputs: list[str], out: str, device: str = "auto", tracking_uri: str = "",
+        on_bad_input: str = "fail") -> Path:
+    if on_bad_input not in ON_BAD_INPUT:
+        raise PredictError(f"on_bad_input {on_bad_input!r}: use one of {', '.join(ON_BAD_INPUT)}")
     try:
         checkpoint_path = tracking.checkpoint_path(model, tracking_uri)
     except tracking.ModelURIError as err:
         raise PredictError(str(err)) from err
-    dev = pick_device(device)
-    net, checkpoint = load_model(checkpoint_path, dev)
-    cfg = checkpoint["config"]
-    try:
-        task = task_module(cfg["task"])
-    except ValueError as err:
-        raise PredictError(f"{model}: {err}") from err
-    domain = get_domain(cfg["domain"])
+    files = expand_inputs(inputs)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = text_io.StringIO()
-    writer = csv.writer(table)
-    writer.writerow(["file", *task.prediction_columns(checkpoint)])
-    for source in expand_inputs(inputs):
-        try:
-            image, meta = readers.read(source)
-        except readers.ReadError as err:
-            raise PredictError(str(err)) from err
-        prepared, _, grid = domain.preprocess(image, meta, cfg["preprocess"])
-        meta = {**meta, "shape": list(image.shape[1:])}
-        writer.writerow([str(source), *task.prediction_row(
-            net, prepared, checkpoint, dev, lambda mask: write_mask(mask, source, meta, grid, out_dir,
-                                                                   cfg.get("mask_values")))])
+    staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".predict-"))
+    try:
+        predictor = Predictor(checkpoint_path, device, model, staging, out_dir)
+        table, rejected = text_io.StringIO(), []
+        writer = csv.writer(table)
+        writer.writerow(["file", *predictor.task.prediction_columns(predictor.checkpoint)])
+        for source, stem in output_stems(files).items():
+            try:
+                writer.writerow(predictor.row(source, stem))
+            except BadInput as err:
+                if on_bad_input == "fail":
+                    raise PredictError(f"{source}: {err}; nothing was written (use --on-bad-input skip to "
+                                       "predict the other files and list this one in rejected.csv)") from err
+                rejected.append((str(source), str(err)))
+        if len(rejected) == len(files):
+            raise PredictError(f"none of the {len(files)} inputs could be predicted on:"
+                               + "".join(f"\n  {p}: {r}" for p, r in rejected))
+        promote(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    rejected_table = text_io.StringIO()
+    csv.writer(rejected_table).writerows([("path", "reason"), *rejected])
+    atomic_write_text(out_dir / "rejected.csv", rejected_table.getvalue())
     summary = out_dir / "predictions.csv"
-    atomic_write_text(summary, table.getvalue())
+    atomic_write_text(summary, table.getvalue())  # last: its presence says every file it lists is in place
+    if rejected:
+        log.warning("skipped %d of %d inputs; reasons in %s", len(rejected), len(files), out_dir / "rejected.csv")
     log.info("wrote predictions for %s to %s", model, summary)
     return summary
+
+
+def promote(staging: Path, out_dir: Path) -> None:
+    """Move every staged output to its place under out_dir (same filesystem: each move is a rename)."""
+    for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+        target = out_dir / path.relative_to(staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)

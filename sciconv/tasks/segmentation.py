@@ -7,6 +7,7 @@ score each region per case, and dice_mean is the regions' mean.
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
@@ -174,15 +175,16 @@ def prediction_row(net, image: np.ndarray, checkpoint: dict, device, write_mask)
 
 
 def write_predicted_mask(prediction: np.ndarray, record: dict, cfg: dict, out_dir) -> list:
-    """For a NIfTI source: the predicted mask on the source file's own grid and affine, with its label values."""
-    source = str(record["attrs"].get("source", ""))
-    if not source.endswith((".nii", ".nii.gz")) or "affine" not in record["attrs"]:
-        return []
-    from sciconv.io.nifti import write_mask_on_source
+    """Where the source's format can hold a mask on the source file's own grid (NIfTI), the predicted
+    mask written there with its label values, to overlay the source in a viewer."""
+    from sciconv import io as readers
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return [write_mask_on_source(prediction, record["attrs"]["affine"], source,
-                                 out_dir / f"{record['id']}_pred.nii.gz", cfg.get("mask_values"))]
+    source = record["attrs"].get("source")
+    if not source:
+        return []
+    written = readers.write_mask(prediction, source, Path(out_dir) / f"{record['id']}_pred",
+                                 grid=record["attrs"], values=cfg.get("mask_values"), onto_source_grid_only=True)
+    return [written] if written else []
 
 
 def pick_samples(records: list[dict], num_classes: int, n: int) -> list[dict]:
