@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import time
 
@@ -209,3 +210,16 @@ def test_sigkill_during_a_data_step_leaves_no_output_that_looks_complete(project
 
     with h5py.File(output, "r") as store:
         assert len(store["samples"]) == 160
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_results_written_atomically_follow_the_umask(tmp_path, umask, mode):
+    """split.json, metrics.json, ... must be readable by collaborators exactly as the umask allows."""
+    from sciconv.runtime import atomic_write_json
+
+    previous = os.umask(umask)
+    try:
+        atomic_write_json(tmp_path / "metrics.json", {"dice": 0.9})
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == mode
