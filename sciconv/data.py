@@ -21,7 +21,8 @@ def load_split(path: Path | str) -> dict[str, list[str]]:
 
 
 def load_records(store_path: Path | str, ids: list[str], lazy_cache: ArrayCache | None = None) -> list[dict]:
-    """One dict per sample: image (C, *spatial), mask as a channel (1, *spatial), id and attributes.
+    """One dict per sample: image (C, *spatial), mask_channel: the mask as a
+    channel (1, *spatial), where the store keeps it as (*spatial); id and attributes.
 
     With lazy_cache the image and mask stay in the store as StoredArrays, read when indexed
     (train.cache: store, for training sets larger than memory)."""
@@ -34,14 +35,14 @@ def load_records(store_path: Path | str, ids: list[str], lazy_cache: ArrayCache 
                           "attrs": attrs, "label": attrs.get("label")}
                 mask = store.stored(sample_id, "mask", np.int64, lazy_cache)
                 if mask is not None:
-                    record["mask"] = mask
+                    record["mask_channel"] = mask
                 records.append(record)
                 continue
             sample = store.sample(sample_id)
             record = {"image": sample.image.astype(np.float32), "id": sample.id, "attrs": sample.attrs,
                       "label": sample.attrs.get("label")}
             if sample.mask is not None:
-                record["mask"] = sample.mask[None].astype(np.int64)
+                record["mask_channel"] = sample.mask[None].astype(np.int64)
             records.append(record)
     return records
 
@@ -65,7 +66,7 @@ def segmentation_batches(records: list[dict], num_classes: int, train_cfg: dict,
     size = list(train_cfg["patch_size"])
     lazy = bool(records) and isinstance(records[0]["image"], StoredArray)
     if lazy:
-        images, masks = [r["image"] for r in records], [r["mask"] for r in records]
+        images, masks = [r["image"] for r in records], [r["mask_channel"] for r in records]
         small = [r["id"] for r in records if any(s < p for s, p in zip(r["image"].shape[1:], size))]
         if small:
             raise ValueError(f"{len(small)} training images (e.g. {small[0]}) are smaller than train.patch_size "
@@ -73,7 +74,7 @@ def segmentation_batches(records: list[dict], num_classes: int, train_cfg: dict,
     else:
         # a volume smaller than the patch along some axis (a tight head crop) is padded, not an error
         images = [pad_to(r["image"], size) for r in records]
-        masks = [pad_to(r["mask"], size).astype(np.uint8 if num_classes < 256 else np.int64) for r in records]
+        masks = [pad_to(r["mask_channel"], size).astype(np.uint8 if num_classes < 256 else np.int64) for r in records]
     if train_cfg.get("patch_sampling") == "pos_neg":
         ratios = [1.0, train_cfg["pos_neg_ratio"]]
         groups = ([m[0] == 0, m[0] > 0] for m in map(np.asarray, masks))
@@ -124,7 +125,7 @@ def classification_batches(records: list[dict], n_classes: int, train_cfg: dict,
                 raise ValueError(f"train.patch_size {size} is larger than the images {list(shape[1:])}; "
                                  "object crops must fit inside them")
         def centres(record):
-            mask = np.asarray(record["mask"]) if record.get("mask") is not None else None
+            mask = np.asarray(record["mask_channel"]) if record.get("mask_channel") is not None else None
             if mask is not None and int(record["label"]) > 0 and mask.any():
                 return [mask[0] > 0]
             first = record["image"][0]
@@ -151,7 +152,7 @@ def dataset_statistics(sets: dict[str, list[dict]], class_names: list[str], task
         entry = {"n": len(records), "image_shape": list(records[0]["image"].shape),
                  "intensity": {"mean": float(values.mean()), "std": float(values.std()),
                                **{f"p{q}": float(np.percentile(values, q)) for q in (1, 50, 99)}}}
-        counts = [task.class_counts(None if r.get("mask") is None else np.asarray(r["mask"]), r.get("label"),
+        counts = [task.class_counts(None if r.get("mask_channel") is None else np.asarray(r["mask_channel"]), r.get("label"),
                                     len(class_names)) for r in records]
         if counts and counts[0] is not None:
             entry[task.count_name()] = dict(zip(class_names, np.sum(counts, axis=0).tolist()))

@@ -102,7 +102,11 @@ def build(args: dict) -> nn.Module:
 
 
 def downsampling_factor(args: dict) -> int:
-    """The product of all strides: every spatial size must be a multiple of it for the skips to line up."""
+    """The product of a segmenter's strides: every spatial size must be a multiple of it for the skips
+    to line up. 1 for an image-level network, whose global pooling takes any size (check_input_size
+    says how small)."""
+    if not is_segmenter(args["name"]):
+        return 1
     if args["name"] == "basic_unet":
         return 2**4
     if args["name"] == "segresnet":

@@ -32,7 +32,7 @@ def records(n: int, seed: int = 0, size: int = 32):
         y, x = rng.integers(0, size - side, 2)
         image[0, y:y + side, x:x + side] += 2.0
         mask[0, y:y + side, x:x + side] = 1
-        out.append({"id": f"s{i}", "image": image, "mask": mask, "label": i % 2 == 0 and 1 or 0,
+        out.append({"id": f"s{i}", "image": image, "mask_channel": mask, "label": i % 2 == 0 and 1 or 0,
                     "attrs": {"target": [float(side)]}})
     return out
 
@@ -115,12 +115,12 @@ def test_pos_neg_crops_follow_the_configured_ratio():
 def test_ingest_names_a_file_whose_channel_count_differs_from_the_others():
     from pathlib import Path
 
-    from sciconv.steps.ingest import Inspector
+    from sciconv.steps.ingest import DatasetChecks
     from sciconv.tasks import task_for
 
-    inspector = Inspector(2, task_for("classification"))
+    checks = DatasetChecks(2, task_for("classification"))
     first = np.zeros((1, 8, 8), np.float32)
-    assert inspector.check(Path("a.png"), "sha-a", first) is None
-    inspector.accept(Path("a.png"), "sha-a", first, None, 0)
-    reason = inspector.check(Path("b.png"), "sha-b", np.zeros((3, 8, 8), np.float32))
+    assert checks.check(Path("a.png"), "sha-a", first) is None
+    checks.accept(Path("a.png"), "sha-a", first, None, 0)
+    reason = checks.check(Path("b.png"), "sha-b", np.zeros((3, 8, 8), np.float32))
     assert reason.startswith("3 channels among files of 1 (e.g. a.png)")

@@ -24,8 +24,7 @@ def run(ds: DatasetConfig, device: str | None = None) -> None:
             stale.unlink()
         written = task_module(ds.cfg["task"]).explain(ds, net, checkpoint, test, dev, paths.saliency)
         # what the network learned: its first filters, and what a few layers make of one test image
-        multiple = (models.downsampling_factor(checkpoint["model_args"])
-                    if models.is_segmenter(checkpoint["model_args"]["name"]) else 1)
+        multiple = models.downsampling_factor(checkpoint["model_args"])
         learned = [plots.first_layer_filters(paths.network, net, ds.name),
                    plots.feature_maps(paths.network, net, test[0]["image"], f"{ds.name} {test[0]['id']}",
                                       multiple=multiple)]

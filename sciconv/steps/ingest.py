@@ -47,7 +47,7 @@ def sample_ids(files: list[Path]) -> list[str]:
     return [str(f.parent.relative_to(common) / stem).replace(os.sep, "__") for f, stem in zip(files, stems)]
 
 
-class Inspector:
+class DatasetChecks:
     """Checks that need more than one file: duplicates, mixed dimensionality, classes never seen.
 
     Keeps only hashes and counts, so memory stays flat in the number of files.
@@ -107,7 +107,7 @@ def label_index(label, class_names: list[str]) -> tuple[int | None, str | None]:
     return index, None
 
 
-def ingest_row(ds: DatasetConfig, row: dict, sample_id: str, inspector: "Inspector"):
+def ingest_row(ds: DatasetConfig, row: dict, sample_id: str, checks: "DatasetChecks"):
     """One input row as a Sample to store, or the reason it cannot be used."""
     image_path = Path(row["image"])
     if row.get("missing_mask"):
@@ -119,12 +119,12 @@ def ingest_row(ds: DatasetConfig, row: dict, sample_id: str, inspector: "Inspect
         return str(err).removeprefix(f"{image_path}: ")
     n_classes = len(ds.class_names)
     mask, reason = ds.task.stored_mask(mask, ds.cfg)
-    reason = reason or _check(image, mask, n_classes) or inspector.check(image_path, sha, image)
+    reason = reason or _check(image, mask, n_classes) or checks.check(image_path, sha, image)
     label, label_problem = label_index(row.get("label") if row.get("label") not in (None, "") else stored_label,
                                        ds.class_names)
     if reason or label_problem:
         return reason or label_problem
-    inspector.accept(image_path, sha, image, mask, label)
+    checks.accept(image_path, sha, image, mask, label)
     attrs = {"source": str(image_path), "sha256": sha, "meta": json.dumps(meta)}
     for key in ("group", "target"):
         if row.get(key) not in (None, ""):
@@ -145,19 +145,19 @@ def run(ds: DatasetConfig) -> None:
     except sources.SourceError as err:
         raise IngestError(str(err)) from err
     rejected: list[tuple[str, str]] = []
-    inspector = Inspector(len(ds.class_names), ds.task)
+    checks = DatasetChecks(len(ds.class_names), ds.task)
     progress = Progress("ingest", len(rows))
     with StoreWriter(paths.ingested, domain=ds.cfg["domain"], task=ds.cfg["task"],
                      class_names=ds.class_names, dataset=ds.name, stage="ingested") as store:
         for done, (row, sample_id) in enumerate(zip(rows, sample_ids([Path(r["image"]) for r in rows])), start=1):
-            result = ingest_row(ds, row, sample_id, inspector)
+            result = ingest_row(ds, row, sample_id, checks)
             if isinstance(result, str):
                 rejected.append((str(row["image"]), result))
             else:
                 store.add(result)
             progress(done)
         store.file_attrs["n_rejected"] = len(rejected)
-        finish_checks(ds, store, inspector, rejected, len(rows))
+        finish_checks(ds, store, checks, rejected, len(rows))
     # always written (a header alone when nothing was left out): a declared output of the step
     write_rejected(paths.rejected, rejected)
     if rejected:
@@ -165,12 +165,12 @@ def run(ds: DatasetConfig) -> None:
     log.info("ingested %d samples into %s", store.count, paths.ingested)
 
 
-def finish_checks(ds: DatasetConfig, store, inspector: "Inspector", rejected: list, n_files: int) -> None:
+def finish_checks(ds: DatasetConfig, store, checks: "DatasetChecks", rejected: list, n_files: int) -> None:
     """The checks over the whole dataset; raising here, inside the writer, discards the partial file."""
     if store.count == 0:
         raise IngestError(f"{ds.path}: no usable input among {n_files} files; nothing to train on"
                           + "".join(f"\n  {p}: {r}" for p, r in rejected))
-    missing = inspector.missing_classes(ds.class_names)
+    missing = checks.missing_classes(ds.class_names)
     policy = ds.cfg["on_bad_input"]
     if missing and policy == "fail":
         rejected.append((str(ds.path), f"declared classes with no example: {', '.join(missing)}"))

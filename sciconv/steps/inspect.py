@@ -26,7 +26,14 @@ def run(ds: DatasetConfig) -> str:
                          f"{row.parameters:>9,} {row.receptive_field:>5}")
     lines += [f"receptive field: {receptive_field} pixels along each axis (deepest path)",
               f"parameters: {total:,}",
-              f"input sizes must be multiples of {models.downsampling_factor(model_args)}"]
+              input_size_rule(model_args)]
     text = "\n".join(lines)
     print(text)
     return text
+
+
+def input_size_rule(model_args: dict) -> str:
+    factor = models.downsampling_factor(model_args)
+    if factor == 1:
+        return "input sizes: any, of at least 16 per axis (global pooling ends the network)"
+    return f"input sizes must be multiples of {factor}"

@@ -221,7 +221,7 @@ def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None
     tracker = Tracker(tracking_uri(ds.global_cfg), ds.global_cfg["results_dir"], ds.name) if world.is_main else None
     if tracker is not None:
         open_run(t, tracker)
-    # the run ends FINISHED after finish(), FAILED on an error, KILLED on SIGINT/SIGTERM
+    # the run ends FINISHED after publish_model(), FAILED on an error, KILLED on SIGINT/SIGTERM
     with tracker.closing() if tracker else contextlib.nullcontext():
         # system/* metrics (CPU, memory, GPU) sampled beside the epochs, in the same run
         with tracker.system_metrics(resume=t.start_epoch > 0) if tracker else contextlib.nullcontext():
@@ -229,7 +229,7 @@ def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None
                 train_epoch(t, epoch, tracker)
         distributed.stop(world)
         if world.is_main:
-            finish(t, tracker)
+            publish_model(t, tracker)
 
 
 def train_epoch(t: Training, epoch: int, tracker: Tracker | None) -> None:
@@ -340,7 +340,7 @@ def final_network(t: Training) -> torch.nn.Module:
     return net.to(memory_format=torch.contiguous_format)
 
 
-def finish(t: Training, tracker: Tracker) -> None:
+def publish_model(t: Training, tracker: Tracker) -> None:
     """The best weights with what inference needs, written to model.pt and logged and registered in MLflow."""
     ds, paths, net = t.ds, t.paths, final_network(t)
     extras = t.task.finalize(net, t.dev, t.amp)
@@ -352,8 +352,8 @@ def finish(t: Training, tracker: Tracker) -> None:
     tmp.replace(paths.model)
     atomic_write_json(paths.model_dir / "run.json", {"mlflow_run_id": t.run_id, "experiment_id": tracker.experiment_id,
                                                       "tracking_uri": tracker.uri})
-    dense = models.is_segmenter(t.model_args["name"])
-    # segmenters are logged on training patches (any size works), image-level networks on whole images
+    dense = t.task.dense
+    # dense networks are logged on training patches (any size works), image-level ones on whole images
     size = t.task.input_size if dense else t.train_records[0]["image"].shape[1:]
     example = np.stack([t.train_records[i % len(t.train_records)]["image"][(slice(None),) + tuple(
         slice(0, s) for s in size)] for i in range(2)]).astype(np.float32)

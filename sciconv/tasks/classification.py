@@ -111,7 +111,7 @@ def target_layer(net, checkpoint: dict, explain_cfg: dict) -> str:
 
 def lesion_of(record: dict) -> np.ndarray | None:
     """The object a positive image is positive for (a lesion mask), when the dataset has one."""
-    mask = record.get("mask")
+    mask = record.get("mask_channel")
     return None if mask is None or not mask.any() else mask[0] > 0
 
 

@@ -108,9 +108,9 @@ class Segmentation(Task):
         for record in self.val_records:
             logits = segment_logits(net, torch.from_numpy(record["image"])[None], self.patch_size, device, amp)
             prediction = logits.argmax(1)[0].cpu().numpy()
-            counts.update(prediction, record["mask"][0])
+            counts.update(prediction, record["mask_channel"][0])
             if self.regions:
-                per_case.append(region_metrics(prediction, record["mask"][0], self.regions))
+                per_case.append(region_metrics(prediction, record["mask_channel"][0], self.regions))
         metrics = segmentation_metrics(counts, self.class_names, prefix="val_")
         if self.regions:
             metrics |= mean_over_cases(per_case, self.regions, prefix="val_")
@@ -134,7 +134,7 @@ def evaluate(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> tu
     for record in test:
         prediction = segment(net, record["image"], checkpoint["patch_size"], device, ds.cfg["train"]["amp"])
         classical = ds.domain.baseline(record["image"], record["attrs"], ds.cfg, Segmentation.baseline_needs).mask
-        truth = record["mask"][0]
+        truth = record["mask_channel"][0]
         model_counts.update(prediction, truth)
         baseline_counts.update(classical, truth)
         one = ConfusionCounts(len(class_names))
@@ -189,7 +189,7 @@ def write_predicted_mask(prediction: np.ndarray, record: dict, cfg: dict, out_di
 
 def pick_samples(records: list[dict], num_classes: int, n: int) -> list[dict]:
     """The test images richest in the rarest foreground class present: those are the ones worth explaining."""
-    counts = np.array([np.bincount(r["mask"].ravel(), minlength=num_classes)[1:num_classes] for r in records])
+    counts = np.array([np.bincount(r["mask_channel"].ravel(), minlength=num_classes)[1:num_classes] for r in records])
     totals = counts.sum(0)
     rarest = int(np.argmin(np.where(totals > 0, totals, np.inf)))
     order = np.argsort(-counts[:, rarest], kind="stable")
@@ -216,9 +216,9 @@ def explain(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> lis
         title = f"{ds.name} {record['id']}: {method} on {target_layer}"
         if prediction.ndim == 3:
             shown, name = display_channel(record, ds.domain)
-            render_segmentation_volume(path, record["image"], record["mask"][0], prediction, maps, class_names, title,
+            render_segmentation_volume(path, record["image"], record["mask_channel"][0], prediction, maps, class_names, title,
                                        channel=shown, channel_name=name)
         else:
-            render_segmentation(path, record["image"], record["mask"][0], prediction, maps, class_names, title)
+            render_segmentation(path, record["image"], record["mask_channel"][0], prediction, maps, class_names, title)
         written.append(path)
     return written
