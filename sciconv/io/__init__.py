@@ -11,6 +11,9 @@ back to .npy for the rest.
 
 from __future__ import annotations
 
+import contextvars
+import math
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -29,6 +32,40 @@ HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 
 class ReadError(OSError):
     """A file could not be read; the message names the file and the reason."""
+
+
+# The most bytes one image may claim before a reader allocates it: a header is untrusted, and a
+# corrupt or hostile one that claims terabytes must be refused, not obeyed. 8 GiB holds a float32
+# volume of 1290^3; a truly larger image raises it with source.max_image_gib (or the environment's
+# SCICONV_MAX_IMAGE_GIB for sciconv predict).
+DEFAULT_MAX_IMAGE_GIB = 8.0
+_max_image_bytes: contextvars.ContextVar[int | None] = contextvars.ContextVar("max_image_bytes", default=None)
+
+
+def max_image_bytes() -> int:
+    limit = _max_image_bytes.get()
+    if limit is not None:
+        return limit
+    return int(float(os.environ.get("SCICONV_MAX_IMAGE_GIB", DEFAULT_MAX_IMAGE_GIB)) * 2**30)
+
+
+def claim(path: Path, shape, itemsize: int, stored_bytes: int | None = None) -> None:
+    """Check what a header declares before anything is allocated for it.
+
+    Refuses a shape whose bytes exceed the size limit, and, where the data are stored uncompressed
+    (stored_bytes: what the file can hold for them), one that claims more than the file holds: a
+    declared-but-unwritten HDF5 dataset, a NIfTI or FITS header edited to claim more voxels.
+    """
+    shape = [int(s) for s in shape]
+    claimed = math.prod(shape) * int(itemsize)
+    limit = max_image_bytes()
+    if claimed > limit:
+        raise ReadError(f"{path}: declares an array of shape {shape} ({claimed / 2**30:.3g} GiB), over the "
+                        f"{limit / 2**30:.3g} GiB limit per image; if the image truly is that large, raise "
+                        "source.max_image_gib (or SCICONV_MAX_IMAGE_GIB)")
+    if stored_bytes is not None and claimed > stored_bytes:
+        raise ReadError(f"{path}: declares an array of shape {shape} ({claimed:,} bytes) but holds only "
+                        f"{stored_bytes:,} bytes of data; the file is truncated or its header is corrupt")
 
 
 def register(*suffixes: str):
@@ -76,9 +113,17 @@ def reader_for(path: Path | str) -> Reader:
     return _READERS[suffix]
 
 
-def read(path: Path | str, as_suffix: str | None = None) -> tuple[np.ndarray, dict]:
-    """(image, metadata) with the image channels first; as_suffix forces a format (e.g. '.dcm' for files with none)."""
-    path = Path(path)
+def read(path: Path | str, as_suffix: str | None = None, max_gib: float | None = None) -> tuple[np.ndarray, dict]:
+    """(image, metadata) with the image channels first; as_suffix forces a format (e.g. '.dcm' for
+    files with none); max_gib bounds what one image may claim (default DEFAULT_MAX_IMAGE_GIB)."""
+    token = _max_image_bytes.set(int(max_gib * 2**30) if max_gib else None)
+    try:
+        return _read(Path(path), as_suffix)
+    finally:
+        _max_image_bytes.reset(token)
+
+
+def _read(path: Path, as_suffix: str | None) -> tuple[np.ndarray, dict]:
     if path.is_dir():
         # A folder is a DICOM series: one slice per file, assembled into a volume.
         from sciconv.io.dicom import read_dicom_series
@@ -122,18 +167,22 @@ def read_source(image_path: Path | str, mask_path: Path | str | None, source: di
     file keeps the image, its mask and its label. A mask file given beside the image wins over one
     stored in it."""
     image_path = Path(image_path)
-    as_suffix = format_suffix(source.get("format"))
+    as_suffix, max_gib = format_suffix(source.get("format")), source.get("max_image_gib")
     hdf5_keys = source.get("hdf5")
     if hdf5_keys and (as_suffix or image_path.suffix).lower() in HDF5_SUFFIXES:
         from sciconv.io.arrays import read_hdf5_sample
 
-        image, meta, mask, label = read_hdf5_sample(image_path, hdf5_keys.get("image", "image"),
-                                                    hdf5_keys.get("mask"), hdf5_keys.get("label"))
+        token = _max_image_bytes.set(int(max_gib * 2**30) if max_gib else None)
+        try:
+            image, meta, mask, label = read_hdf5_sample(image_path, hdf5_keys.get("image", "image"),
+                                                        hdf5_keys.get("mask"), hdf5_keys.get("label"))
+        finally:
+            _max_image_bytes.reset(token)
         if mask is not None and not mask_path:
             return image, meta, mask.astype(np.int64), label
     else:
-        (image, meta), label = read(image_path, as_suffix), None
-    return image, meta, read_mask(mask_path, as_suffix) if mask_path else None, label
+        (image, meta), label = read(image_path, as_suffix, max_gib), None
+    return image, meta, read_mask(mask_path, as_suffix, max_gib) if mask_path else None, label
 
 
 def write_mask(mask: np.ndarray, source: Path | str, target_stem: Path, meta: dict | None = None,
@@ -156,9 +205,9 @@ def write_mask(mask: np.ndarray, source: Path | str, target_stem: Path, meta: di
     return writer(mask, source, meta or {}, grid or {}, target_stem, values)
 
 
-def read_mask(path: Path | str, as_suffix: str | None = None) -> np.ndarray:
+def read_mask(path: Path | str, as_suffix: str | None = None, max_gib: float | None = None) -> np.ndarray:
     """A label mask: the spatial array with integer classes."""
-    image, _ = read(path, as_suffix)
+    image, _ = read(path, as_suffix, max_gib)
     mask = image[0] if image.shape[0] == 1 else image
     if not np.all(np.equal(np.mod(mask, 1), 0)):
         raise ReadError(f"{path}: a mask must hold integer class labels, found fractional values")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sciconv.io import ReadError, register
+from sciconv.io import ReadError, claim, register
 
 
 def channels_first(array: np.ndarray, path: Path, colour_last: bool = False) -> np.ndarray:
@@ -33,6 +33,23 @@ def pick(names: list[str], path: Path, preferred: str = "image") -> str:
                     f"(expected one called {preferred!r}, or a single one)")
 
 
+def read_hdf5_dataset(dataset, path: Path) -> np.ndarray:
+    """A dataset's values, once its declared shape has been checked against the limit and against what
+    is stored: chunks never written read as fill values, so a declared-but-unwritten dataset would
+    otherwise allocate its whole claimed size out of a file of a few hundred bytes."""
+    import h5py
+
+    if not isinstance(dataset, h5py.Dataset):
+        raise ReadError(f"{path}: {dataset.name} is a group, not a dataset")
+    stored = dataset.id.get_storage_size()
+    claim(path, dataset.shape or (), dataset.dtype.itemsize,
+          None if dataset.compression or dataset.chunks else stored)
+    if stored == 0 and dataset.size > 0:
+        raise ReadError(f"{path}: dataset {dataset.name} of shape {list(dataset.shape)} is declared but holds "
+                        "no data (never written)")
+    return np.asarray(dataset[()])
+
+
 @register(".h5", ".hdf5", ".hdf")
 def read_hdf5(path: Path, dataset: str | None = None) -> tuple[np.ndarray, dict]:
     """The dataset `dataset` (default: 'image', or the file's only dataset), with its attributes."""
@@ -45,7 +62,7 @@ def read_hdf5(path: Path, dataset: str | None = None) -> tuple[np.ndarray, dict]
             key = dataset or pick(names, path)
             if key not in handle:
                 raise ReadError(f"{path}: no dataset {key!r}; it holds {', '.join(names)}")
-            array = handle[key][()]
+            array = read_hdf5_dataset(handle[key], path)
             meta = {k: (v.item() if isinstance(v, np.generic) else v.tolist() if isinstance(v, np.ndarray) else
                         v.decode() if isinstance(v, bytes) else v) for k, v in handle[key].attrs.items()}
     except OSError as err:
@@ -61,6 +78,9 @@ def read_tiff(path: Path) -> tuple[np.ndarray, dict]:
 
     try:
         with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            compressed = any(int(page.compression) != 1 for page in tif.pages[:1])
+            claim(path, series.shape, series.dtype.itemsize, None if compressed else path.stat().st_size)
             array = tif.asarray()
             pages = len(tif.pages)
     except (tifffile.TiffFileError, OSError, ValueError) as err:
@@ -70,25 +90,48 @@ def read_tiff(path: Path) -> tuple[np.ndarray, dict]:
 
 @register(".png", ".jpg", ".jpeg")
 def read_picture(path: Path) -> tuple[np.ndarray, dict]:
+    from PIL import Image
     from skimage import io as skio
 
     try:
+        with Image.open(path) as picture:  # the header only: size and mode, nothing decoded yet
+            claim(path, (*picture.size, len(picture.getbands())), 2 if picture.mode.startswith("I;16") else 4
+                  if picture.mode in ("I", "F") else 1)
         array = skio.imread(path)
     except (OSError, ValueError, SyntaxError) as err:
         raise ReadError(f"{path}: not a readable image ({err})") from err
     return channels_first(array, path, colour_last=True), {}
 
 
+def claim_npz_member(archive, key: str, path: Path) -> None:
+    """An .npz member's header, read from the zip before its data are inflated."""
+    with archive.zip.open(f"{key}.npy") as member:
+        version = np.lib.format.read_magic(member)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read_header is None:
+            raise ReadError(f"{path}: member {key} has .npy format version {version}; save it with numpy's default")
+        shape, _, dtype = read_header(member)
+    claim(path, shape, dtype.itemsize)
+
+
 @register(".npy", ".npz")
 def read_numpy(path: Path) -> tuple[np.ndarray, dict]:
     """NumPy arrays; object arrays are refused (allow_pickle=False: a data file must not run code)."""
     try:
+        if path.suffix.lower() == ".npy":
+            # memory-mapped first: its shape is the header's, and numpy refuses a header that claims
+            # more than the file holds, before anything is allocated
+            mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+            claim(path, mapped.shape, mapped.dtype.itemsize)
+            del mapped
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as err:
         raise ReadError(f"{path}: not a readable NumPy file ({err})") from err
     if isinstance(loaded, np.lib.npyio.NpzFile):
         with loaded:
             key = pick(list(loaded.files), path)
+            claim_npz_member(loaded, key, path)
             return channels_first(loaded[key], path), {"array": key}
     return channels_first(loaded, path), {}
 
@@ -109,7 +152,7 @@ def read_hdf5_sample(path: Path, image: str = "image", mask: str | None = None,
             if mask:
                 if mask not in handle:
                     raise ReadError(f"{path}: no mask dataset {mask!r}")
-                mask_array = np.asarray(handle[mask][()])
+                mask_array = read_hdf5_dataset(handle[mask], path)
             if label:
                 if label in handle and isinstance(handle[label], h5py.Dataset):
                     label_value = handle[label][()]

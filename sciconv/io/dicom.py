@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sciconv.io import GROUP_KEYS, ReadError, register
+from sciconv.io import GROUP_KEYS, ReadError, claim, register
 
 GROUP_KEYS.append("PatientID")  # one patient's images stay in one set
 
@@ -72,8 +72,13 @@ def read_dicom(path: Path) -> tuple[np.ndarray, dict]:
         raise ReadError(f"{path}: not a readable DICOM file ({err})") from err
     if "PixelData" not in ds:
         raise ReadError(f"{path}: DICOM file without pixel data (SOP class {getattr(ds, 'SOPClassUID', '?')})")
-    pixels = decode_pixels(ds, path)
     samples = int(getattr(ds, "SamplesPerPixel", 1))
+    shape = (int(getattr(ds, "NumberOfFrames", 1) or 1), int(getattr(ds, "Rows", 0)), int(getattr(ds, "Columns", 0)),
+             samples)
+    compressed = getattr(ds.file_meta.TransferSyntaxUID, "is_compressed", False)
+    claim(path, shape, 4, None)  # decoded to float32 below
+    claim(path, shape, max(1, int(getattr(ds, "BitsAllocated", 8)) // 8), None if compressed else len(ds.PixelData))
+    pixels = decode_pixels(ds, path)
     if samples > 1:
         # Colour: pydicom gives (..., H, W, 3); channels first. No modality LUT applies to RGB.
         image = np.moveaxis(np.asarray(pixels, dtype=np.float32), -1, 0)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from sciconv.io import ReadError, register, register_mask_writer
+from sciconv.io import ReadError, claim, register, register_mask_writer
 
 # Header keywords that describe the file, not the instrument: not worth keeping.
 _STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3", "EXTEND", "BZERO", "BSCALE",
@@ -64,6 +64,20 @@ def assemble_amplifiers(hdus: list, path: Path) -> tuple[np.ndarray, dict]:
     return frame, meta
 
 
+def claim_hdu(hdu, path: Path) -> None:
+    """An image HDU's header shape checked before astropy reads its data (memmap=False reads it whole)."""
+    if not hdu.is_image:
+        return
+    header = hdu.header
+    shape = [int(header.get(f"NAXIS{i}", 0)) for i in range(1, int(header.get("NAXIS", 0)) + 1)]
+    if not shape:
+        return
+    compressed = isinstance(hdu, fits.CompImageHDU) or str(path).lower().endswith(".gz")
+    itemsize = abs(int(header.get("BITPIX", 8))) // 8
+    claim(path, shape, max(itemsize, 4), None)  # astropy scales to float32 (or wider) where BSCALE applies
+    claim(path, shape, itemsize, None if compressed else path.stat().st_size)
+
+
 @register(".fits", ".fit", ".fts", ".fits.gz", ".fits.fz")
 def read_fits(path: Path, assemble: bool | None = None) -> tuple[np.ndarray, dict]:
     """A frame from a FITS file: the first image HDU, or the amplifiers assembled.
@@ -75,6 +89,8 @@ def read_fits(path: Path, assemble: bool | None = None) -> tuple[np.ndarray, dic
     """
     try:
         with fits.open(path, memmap=False) as hdul:
+            for hdu in hdul:
+                claim_hdu(hdu, path)
             images = [(i, h) for i, h in enumerate(hdul) if h.is_image and h.data is not None and h.data.size > 0]
             if not images:
                 raise ReadError(f"{path}: no HDU with image data")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sciconv.io import ReadError, register, register_mask_writer
+from sciconv.io import ReadError, claim, register, register_mask_writer
 
 
 @register(".nii", ".nii.gz")
@@ -21,6 +21,10 @@ def read_nifti(path: Path) -> tuple[np.ndarray, dict]:
 
     try:
         original = nib.load(str(path))
+        # nibabel maps or reads lazily, but get_fdata allocates float32 of the header's shape: check it first
+        stored = None if str(path).lower().endswith(".gz") else path.stat().st_size - int(original.header["vox_offset"])
+        claim(path, original.header.get_data_shape(), 4, None)
+        claim(path, original.header.get_data_shape(), original.header.get_data_dtype().itemsize, stored)
         canonical = nib.as_closest_canonical(original)
         data = np.asarray(canonical.get_fdata(dtype=np.float32))
     except (ImageFileError, OSError, EOFError, ValueError) as err:
