@@ -129,3 +129,95 @@ def test_damaged_files_end_in_a_read_error_naming_the_file(suffix, tmp_path_fact
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def claiming_files(folder: Path) -> dict[str, Path]:
+    """Per format, small files whose headers claim far more than they hold: declared-but-unwritten
+    HDF5 datasets (contiguous and chunked), and headers edited to claim gigabytes or terabytes."""
+    import zlib
+
+    import h5py
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    files = {}
+    for name, kwargs in (("unwritten_contiguous", {}), ("unwritten_chunked", {"chunks": (1000, 1000),
+                                                                               "compression": "gzip"})):
+        files[name] = folder / f"{name}.h5"
+        with h5py.File(files[name], "w") as handle:
+            handle.create_dataset("image", shape=(20000, 20000), dtype="f4", **kwargs)  # 1.6 GB, nothing written
+    files["terabyte.h5"] = folder / "terabyte.h5"
+    with h5py.File(files["terabyte.h5"], "w") as handle:
+        handle.create_dataset("image", shape=(10**6, 10**6), dtype="f4", chunks=(100, 100))
+    for suffix in (".npy", ".nii", ".fits"):
+        files[suffix] = _write(folder / f"huge{suffix}", huge_shape(suffix, VALID[suffix]))
+    files["moderate.nii"] = folder / "moderate.nii"
+    data = bytearray(VALID[".nii"])
+    struct.pack_into("<8h", data, 40, 3, 1000, 1000, 1000, 1, 1, 1, 1)  # 4 GB of float32, under the limit
+    _write(files["moderate.nii"], bytes(data))
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm", download=False))
+    ds.Rows, ds.Columns = 60000, 60000
+    files[".dcm"] = folder / "huge.dcm"
+    ds.save_as(files[".dcm"])
+    import tifffile
+
+    buffer = bytes_io.BytesIO()
+    tifffile.imwrite(buffer, np.zeros((16, 12), np.uint16), metadata=None)  # no shape in the description
+    tiff = buffer.getvalue()
+    for tag, value in ((256, 12), (257, 16)):  # ImageWidth, ImageLength, as tifffile writes them (LONG)
+        tiff = tiff.replace(struct.pack("<HHII", tag, 4, 1, value), struct.pack("<HHII", tag, 4, 1, 60000))
+    files[".tif"] = _write(folder / "huge.tif", tiff)
+    png = bytearray(VALID[".png"])
+    struct.pack_into(">II", png, 16, 60000, 60000)  # IHDR width, height, with its CRC made valid again
+    struct.pack_into(">I", png, 29, zlib.crc32(bytes(png[12:29])))
+    files[".png"] = _write(folder / "huge.png", bytes(png))
+    return files
+
+
+PEAK_PROBE = """
+import json, resource, sys
+from sciconv import io
+outcomes = {}
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+for name, path in json.loads(sys.argv[1]).items():
+    try:
+        image, _ = io.read(path)
+        outcomes[name] = f"read {image.shape}"
+    except io.ReadError as err:
+        outcomes[name] = str(err)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"outcomes": outcomes, "peak_growth_mib": (after - before) / 1024}))
+"""
+
+
+def test_files_claiming_more_than_they_hold_are_refused_before_allocation(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    files = claiming_files(tmp_path)
+    assert max(p.stat().st_size for p in files.values()) < 2**20  # each claim rests on a file of under 1 MiB
+    probe = subprocess.run([sys.executable, "-c", PEAK_PROBE, json.dumps({k: str(v) for k, v in files.items()})],
+                           capture_output=True, text=True, timeout=300)
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    report = json.loads(probe.stdout.splitlines()[-1])
+    for name, outcome in report["outcomes"].items():
+        assert str(files[name]) in outcome, f"{name} was read: {outcome}"
+    outcomes = report["outcomes"]
+    assert "over the 8 GiB limit per image" in outcomes["terabyte.h5"]
+    assert "raise source.max_image_gib" in outcomes["terabyte.h5"]
+    assert "holds only 0 bytes" in outcomes["unwritten_contiguous"]
+    assert "declared but holds no data" in outcomes["unwritten_chunked"]
+    assert "[1000, 1000, 1000]" in outcomes["moderate.nii"] and "truncated or its header is corrupt" in outcomes["moderate.nii"]
+    # imports done before the baseline: what reading all of them added to the process's peak memory
+    assert report["peak_growth_mib"] < 256, report
+
+
+def test_the_size_limit_is_configurable_for_truly_large_images(tmp_path):
+    path = tmp_path / "image.npy"
+    np.save(path, np.zeros((256, 256), np.float32))  # 256 KiB
+    with pytest.raises(io.ReadError, match=r"over the 0.000122 GiB limit"):
+        io.read(path, max_gib=2**-13)
+    assert io.read(path, max_gib=1)[0].shape == (1, 256, 256)
+    image, _, _, _ = io.read_source(path, None, {"format": "auto", "max_image_gib": 1})
+    assert image.shape == (1, 256, 256)
