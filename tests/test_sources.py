@@ -102,6 +102,10 @@ def _corrupt(frames, masks, case):
         fits.PrimaryHDU(np.zeros((3, 32, 32), np.float32)).writeto(image, overwrite=True)
         fits.PrimaryHDU(np.zeros((3, 32, 32), np.uint8)).writeto(mask, overwrite=True)
         return "mixed dimensionality"
+    if case == "tiny":
+        fits.PrimaryHDU(np.zeros((1, 1), np.float32)).writeto(image, overwrite=True)
+        fits.PrimaryHDU(np.zeros((1, 1), np.uint8)).writeto(mask, overwrite=True)
+        return "image is 1 x 1 pixels; sciconv needs at least 8 along its two longest axes"
     if case == "unknown format":
         image.rename(image.with_suffix(".xyz"))
         return "no reader for files ending in '.xyz'"
@@ -109,7 +113,7 @@ def _corrupt(frames, masks, case):
 
 
 @pytest.mark.parametrize("policy", ["fail", "skip"])
-@pytest.mark.parametrize("case", ["nan", "shape", "labels", "dimensionality", "unknown format"])
+@pytest.mark.parametrize("case", ["nan", "shape", "labels", "dimensionality", "tiny", "unknown format"])
 def test_each_bad_input_under_each_policy(project, user_frames, capsys, case, policy):
     reason = _corrupt(user_frames / "frames", user_frames / "masks", case)
     path = minimal_yaml(project, {"kind": "files", "layout": "paired", "path": str(user_frames), "images": "frames"})

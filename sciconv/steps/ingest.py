@@ -18,6 +18,13 @@ from sciconv.runtime import Progress, atomic_write_text, log, sha256_file
 from sciconv.store import Sample, StoreWriter
 
 
+# The fewest pixels an image may have along its two longest axes. Smaller ones (a 1x1 thumbnail,
+# a single line) carry too little to resize up from: preprocessing would turn them into blank
+# samples the network trains on as if they were images. A volume's third axis may be thin (a few
+# thick MRI slices are a real acquisition).
+MIN_SIDE = 8
+
+
 class IngestError(ValueError):
     """One or more input files are unusable; the message lists each with its reason."""
 
@@ -28,6 +35,9 @@ def _check(image: np.ndarray, mask: np.ndarray | None, n_classes: int) -> str | 
         return f"image dtype {image.dtype} is not numeric"
     if image.size == 0:
         return "image is empty"
+    if sorted(image.shape[1:])[-2] < MIN_SIDE:
+        return (f"image is {' x '.join(map(str, image.shape[1:]))} pixels; sciconv needs at least {MIN_SIDE} along "
+                "its two longest axes (resized up, a smaller image is a blank sample)")
     if np.issubdtype(image.dtype, np.floating) and not np.all(np.isfinite(image)):
         return "image holds NaN or Inf values"
     if mask is not None:
