@@ -44,12 +44,34 @@ def load_schema(name: str) -> dict:
     return yaml.safe_load(resources.files("sciconv.schemas").joinpath(f"{name}.schema.yaml").read_text())
 
 
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping names one key twice; YAML itself would keep the last silently."""
+
+
+class StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key repeated in one mapping: of two values a user typed, the
+    earlier one would be dropped without a word."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise DuplicateKeyError(None, None, f"key {key!r} appears twice in one mapping: first on line "
+                                        f"{seen[key] + 1}, again on line {key_node.start_mark.line + 1}; keep one",
+                                        key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except DuplicateKeyError as err:
+        raise ConfigError(f"{path}: {err.problem}") from err
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
     if data is None:
@@ -283,6 +305,17 @@ def check_network_for_task(path: Path, cfg: dict) -> None:
     if cfg["init_from"] and cfg["train"]["freeze_encoder_epochs"] and is_segmenter(name):
         raise ConfigError(f"{path}: key train.freeze_encoder_epochs: freezing applies to image-level networks; "
                           "set it to 0 for a segmenter")
+    size = task.configured_input_size(cfg)
+    if size:
+        # the check sciconv inspect and train make, now before any job: a patch the network cannot
+        # take stops the workflow while it loads, not after ingest, split and preprocess have run
+        from sciconv.errors import ModelConfigError
+        from sciconv.networks import check_input_size
+
+        try:
+            check_input_size({**cfg["model"], "spatial_dims": len(size)}, size)
+        except ModelConfigError as err:
+            raise ConfigError(f"{path}: key train.patch_size: {err}") from err
 
 
 def check_segmentation_labels(path: Path, cfg: dict, class_names: list[str]) -> None:

@@ -6,7 +6,6 @@ checkpoint, so a checkpoint rebuilds its network without the config that made it
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +18,7 @@ def _norm(name: str):
     return None if name == "none" else name
 
 
-from sciconv.networks import SEGMENTERS, is_segmenter  # noqa: F401,E402 - part of this module's interface
+from sciconv.networks import SEGMENTERS, check_input_size, downsampling_factor, is_segmenter  # noqa: F401,E402 - part of this module's interface
 
 RESNET_LAYERS = {"resnet10": [1, 1, 1, 1], "resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3]}
 
@@ -99,38 +98,6 @@ def build(args: dict) -> nn.Module:
                          blocks_down=tuple(args["blocks_down"]), blocks_up=(1,) * (levels - 1),
                          dropout_prob=args["dropout"] or None, norm=_norm(args["norm"]) or "instance")
     raise ModelConfigError(f"model.name {args['name']!r} is not built in")
-
-
-def downsampling_factor(args: dict) -> int:
-    """The product of a segmenter's strides: every spatial size must be a multiple of it for the skips
-    to line up. 1 for an image-level network, whose global pooling takes any size (check_input_size
-    says how small)."""
-    if not is_segmenter(args["name"]):
-        return 1
-    if args["name"] == "basic_unet":
-        return 2**4
-    if args["name"] == "segresnet":
-        return 2 ** (len(args["blocks_down"]) - 1)
-    return math.prod(args["strides"])
-
-
-def check_input_size(args: dict, size: list[int] | tuple[int, ...], what: str = "train.patch_size") -> None:
-    if not is_segmenter(args["name"]):
-        # image-level networks end in global pooling: any size works that survives their first
-        # downsamplings (a stride-2 stem and pooling, then stages that stop at one voxel)
-        if min(size) < 16:
-            raise ModelConfigError(f"{what} {list(size)} is too small for {args['name']}: its stem and first "
-                                   "stages downsample by 16; use at least 16 per axis")
-        return
-    factor = downsampling_factor(args)
-    bad = [s for s in size if s % factor]
-    if bad:
-        smaller = [max(factor, s // factor * factor) for s in size]
-        larger = [-(-s // factor) * factor for s in size]
-        raise ModelConfigError(
-            f"{what} {list(size)} does not fit the network: the {args['name']} downsamples by {factor} in all "
-            f"(strides {args['strides']}), so each size must be a multiple of {factor}; "
-            f"use for example {smaller} or {larger}, or change model.strides")
 
 
 @dataclass

@@ -229,7 +229,10 @@ class Tracker:
 
 
 def tracking_uri(global_cfg: dict) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or global_cfg["mlflow_tracking_uri"]
+    """The store: MLFLOW_TRACKING_URI, else the configured URI, else a sqlite file under results_dir,
+    so that the store, its lock and the artifacts it points to stay together wherever results go."""
+    configured = os.environ.get("MLFLOW_TRACKING_URI") or global_cfg.get("mlflow_tracking_uri")
+    return configured or f"sqlite:///{global_cfg['results_dir']}/mlflow.db"
 
 
 class ModelURIError(ValueError):

@@ -4,7 +4,7 @@ import pytest
 import yaml
 from conftest import REPO
 
-from sciconv.config import ConfigError, load_dataset, load_global
+from sciconv.config import ConfigError, load_dataset, load_global, read_yaml
 
 
 def write(path, data):
@@ -13,7 +13,8 @@ def write(path, data):
     return path
 
 
-def test_defaults_fill_a_minimal_dataset(tmp_path):
+def test_defaults_fill_a_minimal_dataset(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     g = load_global(write(tmp_path / "c.yaml", {"datasets": ["d"], "datasets_dir": str(tmp_path)}))
     write(tmp_path / "d.yaml", {"domain": "ccd", "task": "segmentation", "source": {"kind": "simulate"}})
     ds = load_dataset("d", g)
@@ -21,7 +22,11 @@ def test_defaults_fill_a_minimal_dataset(tmp_path):
     assert ds.cfg["train"]["epochs"] >= 1
     assert ds.cfg["source"]["pixel_size_um"] == 15.0  # from the domain's schema
     assert ds.cfg["train"]["class_sampling_ratios"] == [1, 4, 2, 1, 1]  # from the domain's DEFAULTS
-    assert g["mlflow_tracking_uri"] == "sqlite:///results/mlflow.db"
+    assert g["mlflow_tracking_uri"] is None
+    from sciconv.tracking import tracking_uri
+
+    assert tracking_uri(g) == "sqlite:///results/mlflow.db"
+    assert tracking_uri(g | {"results_dir": "/scratch/me/results"}) == "sqlite:////scratch/me/results/mlflow.db"
 
 
 def test_unknown_key_names_file_path_and_allowed_keys(tmp_path):
@@ -93,3 +98,25 @@ def test_full_size_configs_are_valid_and_their_networks_take_their_inputs(path):
         models.check_input_size(args, size)
         whole = ds.cfg["preprocess"].get("size")
         assert whole is None or all(p <= w for p, w in zip(size, whole))
+
+
+def test_a_key_given_twice_is_refused_naming_it_and_both_lines(tmp_path):
+    path = tmp_path / "d.yaml"
+    path.write_text("domain: ccd\ntask: segmentation\ntrain:\n  epochs: 5\n  batch_size: 4\n  epochs: 50\n")
+    with pytest.raises(ConfigError, match=r"d.yaml: key 'epochs' appears twice in one mapping: first on line 4, "
+                                          r"again on line 6"):
+        read_yaml(path)
+
+
+def test_a_patch_the_network_cannot_take_stops_the_load_before_any_job(tmp_path):
+    g = load_global(write(tmp_path / "c.yaml", {"datasets": ["d"], "datasets_dir": str(tmp_path)}))
+    write(tmp_path / "d.yaml", {"domain": "ccd", "task": "segmentation", "source": {"kind": "simulate"},
+                                "model": {"name": "unet", "channels": [8, 16, 32], "strides": [2, 2]},
+                                "train": {"patch_size": [30, 30]}})
+    with pytest.raises(ConfigError, match=r"d.yaml: key train.patch_size: .*\[30, 30\] does not fit the network: "
+                                          r"the unet downsamples by 4 .* use for example \[28, 28\] or \[32, 32\]"):
+        load_dataset("d", g)
+    write(tmp_path / "d.yaml", {"domain": "ccd", "task": "segmentation", "source": {"kind": "simulate"},
+                                "model": {"name": "unet", "channels": [8, 16, 32], "strides": [2, 2]},
+                                "train": {"patch_size": [32, 32]}})
+    assert load_dataset("d", g).cfg["train"]["patch_size"] == [32, 32]

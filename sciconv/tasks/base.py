@@ -62,6 +62,12 @@ class Task:
         return "per_class"
 
     @classmethod
+    def configured_input_size(cls, cfg: dict) -> list[int] | None:
+        """The network input size the config fixes before any data is read (a training patch), or None
+        when it comes from the data; the workflow checks it against the network when it loads."""
+        return None
+
+    @classmethod
     def check_config(cls, cfg: dict) -> str | None:
         """A load-time problem with keys only this task reads, as 'key <path>: what to change', or None."""
         method = cfg["explain"]["method"]

@@ -68,6 +68,10 @@ class Classification(Task):
         self.labels = [int(r["label"]) for r in train_records]
         self.loss = build_loss(self.train_cfg["imbalance"], self.labels, len(class_names), self.train_cfg["focal_gamma"])
 
+    @classmethod
+    def configured_input_size(cls, cfg: dict) -> list[int] | None:
+        return list(cfg["train"]["patch_size"]) if cfg["train"]["object_crops"] else None
+
     @property
     def input_size(self) -> list[int]:
         if self.train_cfg["object_crops"]:

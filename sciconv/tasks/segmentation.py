@@ -87,6 +87,10 @@ class Segmentation(Task):
         self.loss = build_loss(self.train_cfg["loss"])
         self.regions = region_indices(cfg["regions"], class_names) if cfg.get("regions") else None
 
+    @classmethod
+    def configured_input_size(cls, cfg: dict) -> list[int] | None:
+        return list(cfg["train"]["patch_size"])
+
     @property
     def input_size(self) -> list[int]:
         return self.patch_size
