@@ -85,6 +85,12 @@ def run_step(step: str, ds, args) -> None:
         # inspect writes nothing; a process torchrun started runs under its launcher's lock
         return call_step(step, ds, args)
     paths = DatasetPaths(ds.results_dir)
+    for path, producer in paths.inputs(step):
+        if not path.exists():
+            from sciconv.errors import MissingInput
+
+            raise MissingInput(f"{path} not found: {step} reads it; run `sciconv {producer} {ds.name}` first "
+                               f"(or `sciconv run {ds.name}`, or snakemake, for every step in order)")
     with step_lock(paths.root, step, ds.name):
         remove_outputs(paths.outputs(step))
         if step == "train" and distributed.should_launch(ds.cfg["gpus"]):
@@ -125,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     # Errors a user can fix by changing a file: one clear message, no traceback.
     from sciconv.io import ReadError
-    from sciconv.errors import DeviceError, ModelConfigError, PredictError, StepBusy, TrainingError
+    from sciconv.errors import DeviceError, MissingInput, ModelConfigError, PredictError, StepBusy, TrainingError
     from sciconv.steps.ingest import IngestError
     from sciconv.store import StoreError
 
@@ -156,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         for step in steps:
             run_step(step, ds, args)
     except (config.ConfigError, ModelConfigError, IngestError, StoreError, ReadError, PredictError, DeviceError,
-            TrainingError, StepBusy) as err:
+            TrainingError, StepBusy, MissingInput) as err:
         print(f"sciconv {args.step}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:

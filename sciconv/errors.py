@@ -22,6 +22,10 @@ class TrainingError(RuntimeError):
     """Training cannot go on (a loss that is no longer finite); the message says what to check."""
 
 
+class MissingInput(FileNotFoundError):
+    """A step's input from an earlier step is not there; the message names the step to run first."""
+
+
 class StepBusy(RuntimeError):
     """Another process runs the same step on the same dataset; the message names it."""
 

@@ -11,8 +11,18 @@ from sciconv import models
 
 
 def load_checkpoint(path: Path | str) -> dict:
-    # weights_only: a checkpoint is data; it must not be able to run code when loaded.
-    return torch.load(Path(path), map_location="cpu", weights_only=True)
+    import pickle
+
+    from sciconv.errors import PredictError
+
+    try:
+        # weights_only: a checkpoint is data; it must not be able to run code when loaded.
+        return torch.load(Path(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = str(err).split("GLOBAL ")[-1].split(" ")[0] if "GLOBAL " in str(err) else "a Python object"
+        raise PredictError(f"{path}: refused: the file holds code objects ({found}), not only weights and data, "
+                           "and loading it could run that code. A checkpoint sciconv writes holds none; take the "
+                           "file again from where it was trained, or retrain") from err
 
 
 def load_model(path: Path | str, device: torch.device) -> tuple[torch.nn.Module, dict]:

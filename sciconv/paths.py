@@ -27,6 +27,13 @@ class DatasetPaths:
     network = property(lambda self: self.root / "network")
     augmented_samples = property(lambda self: self.root / "model" / "augmented_samples.png")
 
+    def inputs(self, step: str) -> list[tuple[Path, str]]:
+        """The files `step` reads from earlier steps, each with the step that writes it."""
+        made_by = {"ingested": "ingest", "split": "split", "preprocessed": "preprocess", "model": "train"}
+        reads = {"split": ["ingested"], "preprocess": ["ingested", "split"], "train": ["split", "preprocessed"],
+                 "evaluate": ["split", "preprocessed", "model"], "explain": ["split", "preprocessed", "model"]}
+        return [(getattr(self, name), made_by[name]) for name in reads.get(step, [])]
+
     def outputs(self, step: str) -> list[Path]:
         """Every file and folder `step` writes (the workflow's rules declare the same): a step that starts
         afresh removes them first, so nothing of an earlier run can pass for this one's. last.pt is left

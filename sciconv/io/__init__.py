@@ -131,6 +131,8 @@ def _read(path: Path, as_suffix: str | None) -> tuple[np.ndarray, dict]:
         return read_dicom_series(path)
     if not path.is_file():
         raise ReadError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise ReadError(f"{path}: the file is empty (0 bytes); it was not written completely, or copied wrongly")
     reader = reader_for(Path(f"file{as_suffix}") if as_suffix else path)
     try:
         image, meta = reader(path)

@@ -29,7 +29,10 @@ def pick(names: list[str], path: Path, preferred: str = "image") -> str:
         return preferred
     if len(names) == 1:
         return names[0]
-    raise ReadError(f"{path}: holds {', '.join(names) or 'nothing'}; name the image dataset "
+    if not names:
+        raise ReadError(f"{path}: holds no dataset (an image must be stored as an HDF5 dataset or NumPy array, "
+                        "not only groups and attributes)")
+    raise ReadError(f"{path}: holds {', '.join(names)}; name the image dataset "
                     f"(expected one called {preferred!r}, or a single one)")
 
 
@@ -61,10 +64,13 @@ def read_hdf5(path: Path, dataset: str | None = None) -> tuple[np.ndarray, dict]
             handle.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
             key = dataset or pick(names, path)
             if key not in handle:
-                raise ReadError(f"{path}: no dataset {key!r}; it holds {', '.join(names)}")
+                raise ReadError(f"{path}: no dataset {key!r}; it holds {', '.join(names) or 'no dataset at all'} "
+                                "(set source.hdf5.image to the image's dataset path)")
             array = read_hdf5_dataset(handle[key], path)
             meta = {k: (v.item() if isinstance(v, np.generic) else v.tolist() if isinstance(v, np.ndarray) else
                         v.decode() if isinstance(v, bytes) else v) for k, v in handle[key].attrs.items()}
+    except ReadError:
+        raise
     except OSError as err:
         raise ReadError(f"{path}: not a readable HDF5 file ({err})") from err
     meta["dataset"] = key
@@ -162,6 +168,8 @@ def read_hdf5_sample(path: Path, image: str = "image", mask: str | None = None,
                     label_value = handle.attrs[label]
                 else:
                     raise ReadError(f"{path}: no label {label!r} (neither a dataset nor an attribute)")
+    except ReadError:
+        raise
     except OSError as err:
         raise ReadError(f"{path}: not a readable HDF5 file ({err})") from err
     if isinstance(label_value, np.generic):

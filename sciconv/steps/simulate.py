@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 
-from sciconv.config import DatasetConfig
+from sciconv.config import ConfigError, DatasetConfig
 from sciconv.paths import DatasetPaths
 from sciconv.runtime import Progress, atomic_write_text, derive_seed, log
 
@@ -13,7 +13,9 @@ from sciconv.runtime import Progress, atomic_write_text, derive_seed, log
 def run(ds: DatasetConfig) -> None:
     source = ds.cfg["source"]
     if source["kind"] != "simulate":
-        raise ValueError(f"{ds.path}: source.kind is {source['kind']!r}; only 'simulate' datasets are simulated")
+        raise ConfigError(f"{ds.path}: key source.kind: {source['kind']!r} datasets are read from their own files, "
+                          f"not simulated; run `sciconv ingest {ds.name}` (or `sciconv run {ds.name}`, which "
+                          "skips simulate for them)")
     paths = DatasetPaths(ds.results_dir)
     n = source.get(ds.domain.sample_count_key) if ds.domain.sample_count_key else None
     log.info("simulating %s samples of domain %s into %s", n, ds.cfg["domain"], paths.raw)
