@@ -15,14 +15,39 @@ def snakemake(project, env, *args, timeout=900):
                           capture_output=True, text=True, env=env, timeout=timeout)
 
 
-def test_workflow_produces_every_output_and_logs_to_mlflow(project, tool_env):
-    config = yaml.safe_load((project / "config/config.yaml").read_text())
+@pytest.fixture(scope="module")
+def workflow_run(tmp_path_factory):
+    """One real `snakemake --cores 2` over three shrunk demos (CCD, mammography, light-cone), run once
+    for the tests below: each checks one thing, so one failure does not hide the others."""
+    import os
+    import sys
+
+    from conftest import shrunk_ccd_config
+
+    project = tmp_path_factory.mktemp("workflow")
+    (project / "config/datasets").mkdir(parents=True)
     datasets = ["ccd_micro", "mammo_micro", "lightcone_micro"]
-    (project / "config/config.yaml").write_text(yaml.safe_dump(config | {"datasets": datasets}))
-    (project / "config/datasets/mammo_micro.yaml").write_text(yaml.safe_dump(shrunk_mammo_config()))
-    (project / "config/datasets/lightcone_micro.yaml").write_text(yaml.safe_dump(shrunk_lightcone_config()))
-    run = snakemake(project, tool_env, "--cores", "2")
+    (project / "config/config.yaml").write_text(yaml.safe_dump({"datasets": datasets, "seed": 7, "device": "cpu"}))
+    for name, cfg in (("ccd_micro", shrunk_ccd_config()), ("mammo_micro", shrunk_mammo_config()),
+                      ("lightcone_micro", shrunk_lightcone_config())):
+        (project / f"config/datasets/{name}.yaml").write_text(yaml.safe_dump(cfg))
+    env = dict(os.environ)
+    env["PATH"] = f"{os.path.dirname(sys.executable)}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("MLFLOW_TRACKING_URI", None)
+    run = snakemake(project, env, "--cores", "2")
     assert run.returncode == 0, run.stderr[-4000:]
+    from mlflow.tracking import MlflowClient
+
+    return project, env, MlflowClient(tracking_uri=f"sqlite:///{project}/results/mlflow.db")
+
+
+def ccd_run(project, client):
+    metrics = json.loads((project / "results/ccd_micro/metrics.json").read_text())
+    return metrics, client.get_run(metrics["mlflow_run_id"])
+
+
+def test_every_step_writes_its_outputs_and_its_log(workflow_run):
+    project, _, _ = workflow_run
     root = project / "results/ccd_micro"
     for name in ("raw/manifest.csv", "ingested.h5", "split.json", "preprocessed.h5", "model/model.pt",
                  "metrics.json"):
@@ -31,23 +56,35 @@ def test_workflow_produces_every_output_and_logs_to_mlflow(project, tool_env):
         assert (project / f"logs/{step}/ccd_micro.log").is_file(), step
     epoch_lines = [line for line in (project / "logs/train/ccd_micro.log").read_text().splitlines() if " epoch " in line]
     assert len(epoch_lines) == 2 and all("samples_per_s=" in line and " eta=" in line for line in epoch_lines)
-    summary = (project / "results/summary.md").read_text()
-    assert "| ccd_micro | ccd | segmentation | unet | dice_mean |" in summary
-    assert "ccd_micro/saliency/" in (project / "results/summary.html").read_text()
-    saliency = sorted((root / "saliency").glob("*.png"))
-    assert len(saliency) == 2
+    assert len(sorted((root / "saliency").glob("*.png"))) == 2
 
-    metrics = json.loads((root / "metrics.json").read_text())
+
+def test_summary_lists_each_dataset_with_its_costs(workflow_run):
+    project, _, _ = workflow_run
+    summary = (project / "results/summary.md").read_text()
+    for row in ("| ccd_micro | ccd | segmentation | unet | dice_mean |",
+                "| mammo_micro | mammography | classification | densenet | auroc |",
+                "| lightcone_micro | lightcone | regression | densenet | r2_mean |"):
+        assert row in summary
+    assert "ccd_micro/saliency/" in (project / "results/summary.html").read_text()
+    # the rules' benchmark records reach the summary: wall time and peak memory per step
+    assert (project / "results/benchmarks/train/ccd_micro.tsv").is_file()
+    costs = summary[summary.index("## Time and peak memory per step"):].splitlines()
+    assert any(line.startswith("| ccd_micro | ") and line.count(" / ") == 7 for line in costs), costs
+
+
+def test_segmentation_metrics_sit_beside_the_baseline(workflow_run):
+    project, _, client = workflow_run
+    metrics, _ = ccd_run(project, client)
     expected = {f"dice_{c}" for c in ("tritium", "other_point", "track", "alpha")} | {
         "dice_mean", "iou_mean", "baseline_dice_tritium", "baseline_dice_mean", "n_test", "mlflow_run_id"}
     assert expected <= set(metrics)
     assert 0.0 <= metrics["baseline_dice_mean"] <= 1.0 and metrics["n_test"] >= 1
 
-    import mlflow
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{project}/results/mlflow.db")
-    run_info = client.get_run(metrics["mlflow_run_id"])
+def test_the_mlflow_run_holds_params_metrics_artifacts_and_system_metrics(workflow_run):
+    project, _, client = workflow_run
+    metrics, run_info = ccd_run(project, client)
     assert run_info.info.status == "FINISHED"
     assert run_info.data.tags["dataset"] == "ccd_micro" and run_info.data.tags["domain"] == "ccd"
     assert "git_commit" in run_info.data.tags and run_info.data.params["train.epochs"] == "2"
@@ -57,60 +94,72 @@ def test_workflow_produces_every_output_and_logs_to_mlflow(project, tool_env):
     assert {"saliency", "evaluation", "config", "split", "checkpoint", "data", "plots", "network"} <= artifacts
     assert {a.path for a in client.list_artifacts(run_info.info.run_id, "network")} == {
         "network/first_layer_filters.png", "network/feature_maps.png"}
+    assert len(client.list_artifacts(run_info.info.run_id, "saliency")) == 2
     # sampled by MLflow's monitor while training ran, in the same run
     assert "system/cpu_utilization_percentage" in run_info.data.metrics
     assert "system/system_memory_usage_megabytes" in run_info.data.metrics
-    # every run touched by one `snakemake` invocation carries its id
-    invocation = run_info.data.tags["snakemake_run_id"]
-    assert len(invocation) == 32 and all(client.get_run(r.info.run_id).data.tags["snakemake_run_id"] == invocation
-                                         for r in client.search_runs([e.experiment_id for e in client.search_experiments()]))
-    # every run the pipeline touched ended in a true state
-    every_run = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    assert every_run and {r.info.status for r in every_run} == {"FINISHED"}
-    # and the rules' benchmark records reach the summary: wall time and peak memory per step
-    assert (project / "results/benchmarks/train/ccd_micro.tsv").is_file()
-    costs = summary[summary.index("## Time and peak memory per step"):].splitlines()
-    assert any(line.startswith("| ccd_micro | ") and line.count(" / ") == 7 for line in costs), costs
     (dataset_input,) = run_info.inputs.dataset_inputs  # the training data, shown in the UI's Datasets column
     assert dataset_input.dataset.name == "ccd_micro" and "preprocessed.h5" in dataset_input.dataset.source
-    assert len(client.list_artifacts(run_info.info.run_id, "saliency")) == 2
-    # The logged model is a working network on whole frames (64x64), not only on training patches.
+
+
+def test_every_run_of_one_invocation_carries_its_id_and_ends_finished(workflow_run):
+    project, _, client = workflow_run
+    _, run_info = ccd_run(project, client)
+    invocation = run_info.data.tags["snakemake_run_id"]
+    every_run = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(every_run) >= 3 and {r.info.status for r in every_run} == {"FINISHED"}
+    assert len(invocation) == 32 and all(r.data.tags["snakemake_run_id"] == invocation for r in every_run)
+
+
+def test_the_logged_segmenter_works_on_whole_frames(workflow_run):
+    """Not only on training patches: the 64x64 frames the demo simulates."""
+    import mlflow
     import numpy as np
     import torch
 
+    project, _, client = workflow_run
+    _, run_info = ccd_run(project, client)
     mlflow.set_tracking_uri(f"sqlite:///{project}/results/mlflow.db")
     net = mlflow.pytorch.load_model(f"runs:/{run_info.info.run_id}/model")
     out = net(torch.zeros(3, 2, 64, 64))
     assert tuple(out.shape) == (3, 5, 64, 64) and np.isfinite(out.detach().numpy()).all()
 
-    # the mammography classifier: DICOM in, classification metrics, plots and saliency galleries out
+
+def test_the_mammography_classifier_reads_dicom_and_registers_its_model(workflow_run):
+    import mlflow
+    import torch
+
+    project, _, client = workflow_run
     mammo = project / "results/mammo_micro"
     assert len(list((mammo / "raw").glob("*.dcm"))) == 32
     metrics = json.loads((mammo / "metrics.json").read_text())
     assert {"auroc", "pr_auc", "balanced_accuracy", "sensitivity", "specificity", "threshold", "n_test",
             "n_test_positive", "baseline_auroc", "saliency_hit_rate", "mlflow_run_id"} <= set(metrics)
     assert metrics["n_test_positive"] >= 1
-    assert "| mammo_micro | mammography | classification | densenet | auroc |" in (project / "results/summary.md").read_text()
     plots = {a.path.split("/")[-1] for a in client.list_artifacts(metrics["mlflow_run_id"], "plots")}
     assert {"roc.png", "precision_recall.png", "confusion_matrix.png", "calibration.png",
             "training_curves.png"} <= plots
     versions = client.search_model_versions("name='sciconv-mammo_micro'")
     assert [v.run_id for v in versions] == [metrics["mlflow_run_id"]]
+    mlflow.set_tracking_uri(f"sqlite:///{project}/results/mlflow.db")
     net = mlflow.pytorch.load_model("models:/sciconv-mammo_micro/1")
     assert tuple(net(torch.zeros(2, 1, 64, 48)).shape) == (2, 2)
 
-    # the light-cone regressor: HDF5 in, R² per parameter beside the power-spectrum baseline
+
+def test_the_lightcone_regressor_reports_r2_per_parameter(workflow_run):
+    project, _, client = workflow_run
     metrics = json.loads((project / "results/lightcone_micro/metrics.json").read_text())
     assert {"r2_zeta", "r2_log10_tvir", "r2_r_max", "r2_mean", "baseline_r2_mean", "n_test"} <= set(metrics)
     plots = {a.path.split("/")[-1] for a in client.list_artifacts(metrics["mlflow_run_id"], "plots")}
     assert "predicted_vs_true.png" in plots
-    assert "| lightcone_micro | lightcone | regression | densenet | r2_mean |" in (project / "results/summary.md").read_text()
 
-    again = snakemake(project, tool_env, "--cores", "2", "--dry-run")
+
+def test_a_second_run_has_nothing_to_do_and_the_report_builds(workflow_run):
+    project, env, _ = workflow_run
+    again = snakemake(project, env, "--cores", "2", "--dry-run")
     assert "Nothing to be done" in again.stdout + again.stderr
-
     # Snakemake's own report: the outputs marked with report(), plots and saliency included
-    report = snakemake(project, tool_env, "--report", "results/report.html")
+    report = snakemake(project, env, "--report", "results/report.html")
     assert report.returncode == 0, report.stderr[-3000:]
     page = (project / "results/report.html").read_text(errors="replace")
     assert "roc.png" in page and "metrics.json" in page and "predicted_vs_true.png" in page
