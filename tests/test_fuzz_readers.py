@@ -151,6 +151,8 @@ def claiming_files(folder: Path) -> dict[str, Path]:
         handle.create_dataset("image", shape=(10**6, 10**6), dtype="f4", chunks=(100, 100))
     for suffix in (".npy", ".nii", ".fits"):
         files[suffix] = _write(folder / f"huge{suffix}", huge_shape(suffix, VALID[suffix]))
+    files["moderate.fits"] = _write(folder / "moderate.fits", VALID[".fits"].replace(
+        b"NAXIS1  =                   12", b"NAXIS1  =                 1200", 1))  # 38 kB claimed in 5.8 kB
     files["moderate.nii"] = folder / "moderate.nii"
     data = bytearray(VALID[".nii"])
     struct.pack_into("<8h", data, 40, 3, 1000, 1000, 1000, 1, 1, 1, 1)  # 4 GB of float32, under the limit
@@ -208,7 +210,10 @@ def test_files_claiming_more_than_they_hold_are_refused_before_allocation(tmp_pa
     assert "raise source.max_image_gib" in outcomes["terabyte.h5"]
     assert "holds only 0 bytes" in outcomes["unwritten_contiguous"]
     assert "declared but holds no data" in outcomes["unwritten_chunked"]
-    assert "[1000, 1000, 1000]" in outcomes["moderate.nii"] and "truncated or its header is corrupt" in outcomes["moderate.nii"]
+    for name, shape in (("moderate.nii", "[1000, 1000, 1000]"), ("moderate.fits", "[1200, 16]"), (".tif", "[60000, 60000]")):
+        assert f"{files[name]}: declares an array of shape {shape}" in outcomes[name], outcomes[name]
+        assert "truncated or its header is corrupt" in outcomes[name] and "not a readable" not in outcomes[name]
+    assert "over the 8 GiB limit" in outcomes[".dcm"] and "over the 8 GiB limit" in outcomes[".nii"]
     # imports done before the baseline: what reading all of them added to the process's peak memory
     assert report["peak_growth_mib"] < 256, report
 

@@ -89,6 +89,8 @@ def read_tiff(path: Path) -> tuple[np.ndarray, dict]:
             claim(path, series.shape, series.dtype.itemsize, None if compressed else path.stat().st_size)
             array = tif.asarray()
             pages = len(tif.pages)
+    except ReadError:  # already names the file and the reason (and is an OSError)
+        raise
     except (tifffile.TiffFileError, OSError, ValueError) as err:
         raise ReadError(f"{path}: not a readable TIFF file ({err})") from err
     return channels_first(array, path, colour_last=pages == 1), {"pages": pages}
@@ -104,6 +106,8 @@ def read_picture(path: Path) -> tuple[np.ndarray, dict]:
             claim(path, (*picture.size, len(picture.getbands())), 2 if picture.mode.startswith("I;16") else 4
                   if picture.mode in ("I", "F") else 1)
         array = skio.imread(path)
+    except ReadError:  # already names the file and the reason (and is an OSError)
+        raise
     except (OSError, ValueError, SyntaxError) as err:
         raise ReadError(f"{path}: not a readable image ({err})") from err
     return channels_first(array, path, colour_last=True), {}
@@ -132,6 +136,8 @@ def read_numpy(path: Path) -> tuple[np.ndarray, dict]:
             claim(path, mapped.shape, mapped.dtype.itemsize)
             del mapped
         loaded = np.load(path, allow_pickle=False)
+    except ReadError:  # already names the file and the reason (and is an OSError)
+        raise
     except (OSError, ValueError, EOFError) as err:
         raise ReadError(f"{path}: not a readable NumPy file ({err})") from err
     if isinstance(loaded, np.lib.npyio.NpzFile):

@@ -27,6 +27,8 @@ def read_nifti(path: Path) -> tuple[np.ndarray, dict]:
         claim(path, original.header.get_data_shape(), original.header.get_data_dtype().itemsize, stored)
         canonical = nib.as_closest_canonical(original)
         data = np.asarray(canonical.get_fdata(dtype=np.float32))
+    except ReadError:  # already names the file and the reason (and is an OSError)
+        raise
     except (ImageFileError, OSError, EOFError, ValueError) as err:
         raise ReadError(f"{path}: not a readable NIfTI file ({err})") from err
     if data.ndim == 3:
