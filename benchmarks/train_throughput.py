@@ -109,17 +109,15 @@ def load_and_preprocess(ds):
     """A MONAI transform doing what ingest + preprocess do for one sample: read the raw file, preprocess it."""
     from monai.transforms import MapTransform
 
-    from sciconv import sources
-    from sciconv.steps.ingest import read_row
-
-    hint, keys = sources.format_hint(ds), ds.cfg["source"].get("hdf5")
+    from sciconv import io as readers
 
     class LoadPreprocessd(MapTransform):
         def __init__(self):
             super().__init__(keys=["row"])
 
         def __call__(self, item):
-            image, meta, mask, _ = read_row(item["row"], keys, hint)
+            row = item["row"]
+            image, meta, mask, _ = readers.read_source(row["image"], row.get("mask"), ds.cfg["source"])
             mask, _ = ds.task.stored_mask(mask, ds.cfg)
             image, mask, _ = ds.domain.preprocess(image, meta, ds.cfg["preprocess"], mask=mask)
             out = {k: v for k, v in item.items() if k != "row"}

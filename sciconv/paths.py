@@ -30,7 +30,7 @@ class DatasetPaths:
     def inputs(self, step: str) -> list[tuple[Path, str]]:
         """The files `step` reads from earlier steps, each with the step that writes it."""
         made_by = {"ingested": "ingest", "split": "split", "preprocessed": "preprocess", "model": "train"}
-        reads = {"split": ["ingested"], "preprocess": ["ingested", "split"], "train": ["split", "preprocessed"],
+        reads = {"split": ["ingested"], "preprocess": ["ingested"], "train": ["split", "preprocessed"],
                  "evaluate": ["split", "preprocessed", "model"], "explain": ["split", "preprocessed", "model"]}
         return [(getattr(self, name), made_by[name]) for name in reads.get(step, [])]
 

@@ -123,7 +123,7 @@ def test_predict_is_all_or_nothing_on_a_bad_file(in_cells, capsys):
     rows = list(csv.DictReader(open(out / "predictions.csv")))
     assert [Path(r["file"]).name for r in rows] == ["cell_0.tif", "cell_1.tif", "cell_2.tif"]
     (rejected,) = list(csv.DictReader(open(out / "rejected.csv")))
-    assert rejected["path"].endswith("zz_broken.tif") and "empty" in rejected["reason"]
+    assert rejected["path"].endswith("zz_broken.tif") and "without any image" in rejected["reason"]
 
 
 @pytest.mark.parametrize("name,array,expected", [

@@ -84,6 +84,8 @@ def read_tiff(path: Path) -> tuple[np.ndarray, dict]:
 
     try:
         with tifffile.TiffFile(path) as tif:
+            if not tif.series or not tif.pages:
+                raise ReadError(f"{path}: a TIFF file without any image (no readable page)")
             series = tif.series[0]
             compressed = any(int(page.compression) != 1 for page in tif.pages[:1])
             claim(path, series.shape, series.dtype.itemsize, None if compressed else path.stat().st_size)
