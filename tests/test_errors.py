@@ -71,3 +71,22 @@ def test_a_checkpoint_with_code_objects_is_refused_in_plain_words(project, capsy
     err = error_of(capsys, ["predict", "--model", str(path), str(path), "--out", "pred"])
     assert "refused: the file holds code objects (posix.system)" in err
     assert "weights_only" not in err  # not torch's advice to turn the safety off
+
+
+def test_the_inputs_a_step_checks_are_the_inputs_its_rule_declares():
+    """sciconv <step> names the missing input and the step that makes it; it must never demand a file its
+    rule does not wait for (the workflow would start the step before that file exists)."""
+    import re
+
+    from conftest import REPO
+
+    from sciconv.paths import DatasetPaths
+
+    paths = DatasetPaths("results/D")
+    rules = "".join((REPO / "workflow/rules" / f).read_text() for f in ("data.smk", "model.smk"))
+    for step in ("split", "preprocess", "train", "evaluate", "explain"):
+        block = rules[rules.index(f"rule {step}:"):]
+        inputs = block[block.index("input:"):block.index("output:")]
+        declared = set(re.findall(r"\{\{dataset\}\}/([\w./]+)\"", inputs))
+        checked = {str(path.relative_to(paths.root)) for path, _ in paths.inputs(step)}
+        assert checked and checked <= declared, (step, checked - declared)
