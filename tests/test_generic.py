@@ -85,6 +85,15 @@ def test_predict_writes_one_mask_per_input_and_a_row_each(in_cells):
     assert not list((in_cells / "pred").glob(".predict-*"))  # the staging folder is gone
 
 
+def test_predict_into_a_folder_inside_its_inputs_does_not_predict_its_own_outputs(in_cells):
+    folder = in_cells / "inner"
+    shutil.copytree(in_cells / "cells/images", folder)
+    for _ in range(2):
+        assert predict(str(folder), "--out", str(folder / "pred")) == 0
+        rows = list(csv.DictReader(open(folder / "pred/predictions.csv")))
+        assert len(rows) == 10 and not any("/pred/" in r["file"] for r in rows)
+
+
 def test_predict_outputs_never_collide_when_inputs_share_a_name(in_cells):
     """a/scan.tif and b/scan.tif, and scan.tif beside scan.png: four inputs, four masks, each its own."""
     images = sorted((in_cells / "cells/images").glob("*.tif"))

@@ -11,6 +11,7 @@ back to .npy for the rest.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import math
 import os
@@ -40,6 +41,16 @@ class ReadError(OSError):
 # SCICONV_MAX_IMAGE_GIB for sciconv predict).
 DEFAULT_MAX_IMAGE_GIB = 8.0
 _max_image_bytes: contextvars.ContextVar[int | None] = contextvars.ContextVar("max_image_bytes", default=None)
+
+
+@contextlib.contextmanager
+def size_limit(max_gib: float | None):
+    """Within the block, readers refuse images claiming more than max_gib (None: the default)."""
+    token = _max_image_bytes.set(int(max_gib * 2**30) if max_gib else None)
+    try:
+        yield
+    finally:
+        _max_image_bytes.reset(token)
 
 
 def max_image_bytes() -> int:
@@ -116,11 +127,8 @@ def reader_for(path: Path | str) -> Reader:
 def read(path: Path | str, as_suffix: str | None = None, max_gib: float | None = None) -> tuple[np.ndarray, dict]:
     """(image, metadata) with the image channels first; as_suffix forces a format (e.g. '.dcm' for
     files with none); max_gib bounds what one image may claim (default DEFAULT_MAX_IMAGE_GIB)."""
-    token = _max_image_bytes.set(int(max_gib * 2**30) if max_gib else None)
-    try:
+    with size_limit(max_gib):
         return _read(Path(path), as_suffix)
-    finally:
-        _max_image_bytes.reset(token)
 
 
 def _read(path: Path, as_suffix: str | None) -> tuple[np.ndarray, dict]:
@@ -174,12 +182,9 @@ def read_source(image_path: Path | str, mask_path: Path | str | None, source: di
     if hdf5_keys and (as_suffix or image_path.suffix).lower() in HDF5_SUFFIXES:
         from sciconv.io.arrays import read_hdf5_sample
 
-        token = _max_image_bytes.set(int(max_gib * 2**30) if max_gib else None)
-        try:
+        with size_limit(max_gib):
             image, meta, mask, label = read_hdf5_sample(image_path, hdf5_keys.get("image", "image"),
                                                         hdf5_keys.get("mask"), hdf5_keys.get("label"))
-        finally:
-            _max_image_bytes.reset(token)
         if mask is not None and not mask_path:
             return image, meta, mask.astype(np.int64), label
     else:

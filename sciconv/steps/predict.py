@@ -132,8 +132,11 @@ def run(model: str, inputs: list[str], out: str, device: str = "auto", tracking_
         checkpoint_path = tracking.checkpoint_path(model, tracking_uri)
     except tracking.ModelURIError as err:
         raise PredictError(str(err)) from err
-    files = expand_inputs(inputs)
     out_dir = Path(out)
+    # an out folder inside an input folder holds earlier predictions: they are not inputs
+    files = [f for f in expand_inputs(inputs) if out_dir.resolve() not in f.resolve().parents]
+    if not files:
+        raise PredictError(f"no input files outside the out folder {out_dir}")
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".predict-"))
     try:
