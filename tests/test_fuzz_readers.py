@@ -226,3 +226,12 @@ def test_the_size_limit_is_configurable_for_truly_large_images(tmp_path):
     assert io.read(path, max_gib=1)[0].shape == (1, 256, 256)
     image, _, _, _ = io.read_source(path, None, {"format": "auto", "max_image_gib": 1})
     assert image.shape == (1, 256, 256)
+
+
+def test_a_header_declaring_a_zero_size_is_an_error_not_an_empty_image(tmp_path):
+    """Found by the fuzz test: one flipped bit in a NIfTI dim field gave a (1, 0, 7, 5) array."""
+    data = bytearray(VALID[".nii"])
+    struct.pack_into("<h", data, 42, 0)  # dim[1] = 0
+    path = _write(tmp_path / "zero_dim.nii", bytes(data))
+    with pytest.raises(io.ReadError, match=r"zero_dim.nii: holds an empty image \(shape \[1, 0, 7, 5\]\)"):
+        io.read(path)

@@ -156,6 +156,8 @@ def _read(path: Path, as_suffix: str | None) -> tuple[np.ndarray, dict]:
                         f"({type(err).__name__}: {err})") from err
     if not isinstance(image, np.ndarray) or not np.issubdtype(image.dtype, np.number):
         raise ReadError(f"{path}: holds no numeric image (found {getattr(image, 'dtype', type(image))})")
+    if image.size == 0:  # a header whose dimension is 0 (NIfTI dim[i] = 0) reads as an empty array
+        raise ReadError(f"{path}: holds an empty image (shape {list(image.shape)}); its header declares a zero size")
     return image, meta
 
 
