@@ -194,6 +194,11 @@ def read_source(image_path: Path | str, mask_path: Path | str | None, source: di
     return image, meta, read_mask(mask_path, as_suffix, max_gib) if mask_path else None, label
 
 
+def stored_labels(mask: np.ndarray, values: list[int] | None) -> np.ndarray:
+    """Class indices as the label values a mask file stores (mask_values, e.g. BraTS 0, 1, 2, 4), uint8."""
+    return np.asarray(values, dtype=np.uint8)[mask] if values else mask.astype(np.uint8)
+
+
 def write_mask(mask: np.ndarray, source: Path | str, target_stem: Path, meta: dict | None = None,
                grid: dict | None = None, values: list[int] | None = None,
                onto_source_grid_only: bool = False) -> Path | None:
@@ -209,7 +214,7 @@ def write_mask(mask: np.ndarray, source: Path | str, target_stem: Path, meta: di
     target_stem.parent.mkdir(parents=True, exist_ok=True)
     if writer is None:
         target = target_stem.with_name(target_stem.name + ".npy")
-        np.save(target, np.asarray(values, dtype=np.uint8)[mask] if values else mask.astype(np.uint8))
+        np.save(target, stored_labels(mask, values))
         return target
     return writer(mask, source, meta or {}, grid or {}, target_stem, values)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from sciconv.io import ReadError, claim, register, register_mask_writer
+from sciconv.io import ReadError, claim, register, register_mask_writer, stored_labels
 
 # Header keywords that describe the file, not the instrument: not worth keeping.
 _STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3", "EXTEND", "BZERO", "BSCALE",
@@ -116,7 +116,7 @@ def write_fits_mask(mask: np.ndarray, source: Path, meta: dict, grid: dict, targ
                     values: list[int] | None = None) -> Path:
     """The class map as a FITS image carrying the source's header keywords (exposure, gain, ...), so
     the usual astronomy tools read it beside its frame."""
-    stored = np.asarray(values, dtype=np.uint8)[mask] if values else mask.astype(np.uint8)
+    stored = stored_labels(mask, values)
     hdu = fits.PrimaryHDU(stored)
     for key, value in meta.items():
         if len(key) <= 8 and key.isupper() and isinstance(value, (int, float, str, bool)) and key not in hdu.header:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sciconv.io import ReadError, claim, register, register_mask_writer
+from sciconv.io import ReadError, claim, register, register_mask_writer, stored_labels
 
 
 @register(".nii", ".nii.gz")
@@ -94,8 +94,7 @@ def write_mask_on_source(mask: np.ndarray, mask_affine, source: Path | str, targ
     to_mask_voxels = np.linalg.inv(np.asarray(mask_affine, float)) @ source_img.affine
     on_source = ndimage.affine_transform(mask.astype(np.uint8), to_mask_voxels[:3, :3], to_mask_voxels[:3, 3],
                                          output_shape=source_img.shape[:3], order=0, mode="constant", cval=0)
-    if values is not None:
-        on_source = np.asarray(values, dtype=np.uint8)[on_source]
+    on_source = stored_labels(on_source, values)
     out = nib.Nifti1Image(on_source.astype(np.uint8), source_img.affine)
     out.header.set_xyzt_units("mm")
     out.header["descrip"] = b"sciconv predicted labels"
