@@ -18,6 +18,7 @@ STEPS = {
     "ingest": "read raw files through the format readers, check them -> results/D/ingested.h5",
     "split": "deterministic train/val/test split from the seed -> results/D/split.json",
     "preprocess": "modality-aware preprocessing -> results/D/preprocessed.h5",
+    "plan": "fingerprint the data, plan the settings the YAML leaves out -> results/D/fingerprint.json, plan.json",
     "train": "train the configured MONAI network, log to MLflow -> results/D/model/",
     "evaluate": "test metrics beside the classical baseline -> results/D/metrics.json",
     "explain": "saliency maps for test images -> results/D/saliency/*.png",
@@ -27,8 +28,8 @@ STEPS = {
 UI_HELP = "start the MLflow UI over the project's store and print its address"
 SUMMARY_HELP = "one table across the configured datasets -> results/summary.md and results/summary.html"
 PREDICT_HELP = "apply a trained model to new files -> masks in the input's format and predictions.csv"
-PIPELINE = ["simulate", "ingest", "split", "preprocess", "train", "evaluate", "explain"]
-DEVICE_STEPS = {"train", "evaluate", "explain", "run"}
+PIPELINE = ["simulate", "ingest", "split", "preprocess", "plan", "train", "evaluate", "explain"]
+DEVICE_STEPS = {"plan", "train", "evaluate", "explain", "run"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,7 +108,11 @@ def run_step(step: str, ds, args) -> None:
 def call_step(step: str, ds, args) -> None:
     module = importlib.import_module(f"sciconv.steps.{step}")
     kwargs = {}
-    if step in ("train", "evaluate"):
+    if step == "train":
+        from sciconv.planning import with_plan
+
+        ds = with_plan(ds)  # the plan's values under the keys the YAML leaves out
+    if step in ("plan", "train", "evaluate"):
         kwargs = {"device": args.device, "threads": args.threads}
     elif step == "explain":
         kwargs = {"device": args.device}
@@ -132,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     # Errors a user can fix by changing a file: one clear message, no traceback.
     from sciconv.io import ReadError
     from sciconv.errors import DeviceError, MissingInput, ModelConfigError, PredictError, StepBusy, TrainingError
+    from sciconv.planning import PlanError
     from sciconv.steps.ingest import IngestError
     from sciconv.store import StoreError
 
@@ -162,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         for step in steps:
             run_step(step, ds, args)
     except (config.ConfigError, ModelConfigError, IngestError, StoreError, ReadError, PredictError, DeviceError,
-            TrainingError, StepBusy, MissingInput) as err:
+            TrainingError, StepBusy, MissingInput, PlanError) as err:
         print(f"sciconv {args.step}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:

@@ -14,7 +14,7 @@ once, and every step sees the same resolved dictionary.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -172,6 +172,8 @@ class DatasetConfig:
     cfg: dict
     global_cfg: dict
     overrides: tuple[str, ...] = ()  # --set KEY=VALUE given on the command line, in order
+    # what the YAML and the --set overrides wrote, before defaults: the keys the plan may not change
+    raw: dict = field(default_factory=dict, compare=False)
 
     @property
     def results_dir(self) -> Path:
@@ -255,7 +257,7 @@ def load_dataset(name_or_path: str, global_cfg: dict, overrides: list[str] | tup
     from sciconv.tasks import task_for
 
     check_output_names(path, cfg, module, task_for(task))
-    ds = DatasetConfig(name=path.stem, path=path, cfg=cfg, global_cfg=global_cfg, overrides=tuple(overrides))
+    ds = DatasetConfig(name=path.stem, path=path, cfg=cfg, global_cfg=global_cfg, overrides=tuple(overrides), raw=raw)
     if ds.task.dense:
         check_segmentation_labels(path, cfg, ds.class_names)
     check_network_for_task(path, cfg)

@@ -15,6 +15,8 @@ class DatasetPaths:
     rejected = property(lambda self: self.root / "rejected.csv")
     split = property(lambda self: self.root / "split.json")
     preprocessed = property(lambda self: self.root / "preprocessed.h5")
+    fingerprint = property(lambda self: self.root / "fingerprint.json")
+    plan = property(lambda self: self.root / "plan.json")
     model_dir = property(lambda self: self.root / "model")
     model = property(lambda self: self.root / "model" / "model.pt")
     checkpoint = property(lambda self: self.root / "model" / "last.pt")
@@ -29,8 +31,11 @@ class DatasetPaths:
 
     def inputs(self, step: str) -> list[tuple[Path, str]]:
         """The files `step` reads from earlier steps, each with the step that writes it."""
-        made_by = {"ingested": "ingest", "split": "split", "preprocessed": "preprocess", "model": "train"}
-        reads = {"split": ["ingested"], "preprocess": ["ingested"], "train": ["split", "preprocessed"],
+        made_by = {"ingested": "ingest", "split": "split", "preprocessed": "preprocess", "model": "train",
+                   "fingerprint": "plan", "plan": "plan"}
+        reads = {"split": ["ingested"], "preprocess": ["ingested"],
+                 "plan": ["ingested", "split", "preprocessed"],
+                 "train": ["split", "preprocessed", "fingerprint", "plan"],
                  "evaluate": ["split", "preprocessed", "model"], "explain": ["split", "preprocessed", "model"]}
         return [(getattr(self, name), made_by[name]) for name in reads.get(step, [])]
 
@@ -43,6 +48,7 @@ class DatasetPaths:
             "ingest": [self.ingested, self.rejected],
             "split": [self.split],
             "preprocess": [self.preprocessed],
+            "plan": [self.fingerprint, self.plan],
             "train": [self.model, self.model_dir / "run.json", self.augmented_samples],
             "evaluate": [self.metrics, self.per_sample_metrics, self.per_sample_table, self.plots,
                          self.predicted_masks],

@@ -22,6 +22,8 @@ DATASET_READS: dict[str, tuple[str, ...]] = {
     "ingest": ("domain", "task", "source", "classes", "targets", "mask_values", "on_bad_input"),
     "split": ("task", "split"),
     "preprocess": ("domain", "task", "preprocess"),
+    # the plan is conditioned on what the YAML fixes of the network and the training
+    "plan": ("domain", "task", "classes", "targets", "mask_values", "regions", "model", "train"),
     "train": ("domain", "task", "classes", "targets", "mask_values", "regions", "model", "train", "augment",
               "init_from"),
     "evaluate": ("domain", "task", "classes", "targets", "mask_values", "regions", "baseline", "model", "train"),
@@ -33,6 +35,7 @@ DATASET_READS: dict[str, tuple[str, ...]] = {
 GLOBAL_READS: dict[str, tuple[str, ...]] = {
     "simulate": ("seed",),
     "split": ("seed",),
+    "plan": ("seed", "device"),
     "train": ("seed", "device"),
     "evaluate": ("device",),
     "explain": ("device",),

@@ -30,7 +30,8 @@ class Domain:
     defaults: CLASS_NAMES (None: the dataset's `classes:`; a list for every task, or a dict per task),
     TARGETS (regression outputs; none), simulate (no simulator), SAMPLE_COUNT_KEY (the source key of the
     simulator's sample count; none), DISPLAY_CHANNEL (the channel saliency montages are drawn over; the
-    first)."""
+    first), NORMALISATION (how intensities are normalised, reported in plan.json), SPACING_KEY (the
+preprocess key of the target voxel size; when the YAML leaves it null the planner chooses it)."""
 
     def __init__(self, name: str, module: ModuleType):
         self.name, self.module = name, module
@@ -43,6 +44,8 @@ class Domain:
         self.sample_count_key: str | None = getattr(module, "SAMPLE_COUNT_KEY", None)
         self.display_channel: str | None = getattr(module, "DISPLAY_CHANNEL", None)
         self.can_simulate = callable(getattr(module, "simulate", None))
+        self.normalisation: str = getattr(module, "NORMALISATION", "the domain's preprocess")
+        self.spacing_key: str | None = getattr(module, "SPACING_KEY", None)
 
     def class_names(self, task: str) -> list[str] | None:
         """The classes the domain fixes for `task`, or None where the dataset declares them."""

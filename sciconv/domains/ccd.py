@@ -220,6 +220,10 @@ def unscale(scaled: np.ndarray, params: dict) -> np.ndarray:
     return (np.sinh(value) if first["kind"] == "asinh" else value) * first["scale_e"]
 
 
+# what the planner reports: charge has an absolute unit, so no per-image rescaling
+NORMALISATION = "fixed physical scaling of charge in electrons (preprocess.channels: asinh and linear views), no per-image rescaling"
+
+
 def preprocess(image: np.ndarray, meta: dict, params: dict, mask: np.ndarray | None = None):
     """(channels, mask unchanged, attrs): no geometry changes, so the mask stays as it is."""
     electrons, noise = to_electrons(image[0], meta)

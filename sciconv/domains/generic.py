@@ -24,6 +24,11 @@ SCHEMAS = {
                             "minItems": 2, "maxItems": 2, "default": [0.5, 99.5]},
             "size": {"type": ["array", "null"], "items": {"type": "integer", "minimum": 4}, "default": None,
                      "description": "resize every image (and its mask, nearest neighbour) to this spatial size"},
+            "spacing_mm": {"type": ["array", "null"], "items": {"type": "number", "exclusiveMinimum": 0},
+                           "minItems": 2, "maxItems": 3, "default": None,
+                           "description": "resample images that carry a spacing (NIfTI, DICOM) to this voxel size; "
+                                          "null = the plan's: the median spacing (nnU-Net's rule for anisotropic "
+                                          "data); images without one are left on their grid"},
         },
     },
     "augment": {
@@ -46,6 +51,10 @@ def input_channels(cfg: dict) -> int:
     return 1  # unknown until files are read; `sciconv inspect` assumes one channel
 
 
+NORMALISATION = "per image and channel, clipped between preprocess.percentiles and scaled to [0, 1]"
+SPACING_KEY = "spacing_mm"  # null: the planner's target spacing, where the files carry a spacing
+
+
 def preprocess(image: np.ndarray, meta: dict, params: dict, mask: np.ndarray | None = None):
     from skimage.transform import resize
 
@@ -55,6 +64,9 @@ def preprocess(image: np.ndarray, meta: dict, params: dict, mask: np.ndarray | N
     for c, channel in enumerate(image):
         low, high = np.percentile(channel, [lo, hi])
         out[c] = np.clip((channel - low) / max(high - low, 1e-6), 0.0, 1.0)
+    spacing = meta.get("spacing")
+    if params.get("spacing_mm") and spacing and len(spacing) >= out.ndim - 1:
+        out, mask = resample(out, mask, spacing[: out.ndim - 1], params["spacing_mm"])
     if params["size"]:
         out = np.stack([resize(channel, params["size"], order=1, preserve_range=True, anti_aliasing=True)
                         for channel in out]).astype(np.float32)
@@ -62,6 +74,19 @@ def preprocess(image: np.ndarray, meta: dict, params: dict, mask: np.ndarray | N
             # nearest neighbour: classes stay classes
             mask = resize(mask, params["size"], order=0, preserve_range=True, anti_aliasing=False).astype(mask.dtype)
     return out, mask, {}
+
+
+def resample(image: np.ndarray, mask: np.ndarray | None, spacing, target) -> tuple[np.ndarray, np.ndarray | None]:
+    """Image (linear) and mask (nearest) from voxels of `spacing` to voxels of `target` (same units)."""
+    from skimage.transform import resize
+
+    shape = [max(1, int(round(n * s / t))) for n, s, t in zip(image.shape[1:], spacing, target)]
+    if shape == list(image.shape[1:]):
+        return image, mask
+    image = np.stack([resize(c, shape, order=1, preserve_range=True, anti_aliasing=True) for c in image])
+    if mask is not None:
+        mask = resize(mask, shape, order=0, preserve_range=True, anti_aliasing=False).astype(mask.dtype)
+    return image.astype(np.float32), mask
 
 
 def augment_specs(params: dict) -> list[dict]:

@@ -278,6 +278,9 @@ def input_channels(cfg: dict) -> int:
     return 1
 
 
+NORMALISATION = "brightness temperature clipped to preprocess.clip_mk and scaled to [0, 1], one scale for all samples"
+
+
 def preprocess(image: np.ndarray, meta: dict, params: dict, mask: np.ndarray | None = None):
     """Clip dTb to clip_mk and scale to [0, 1]; optionally remove each slice's mean; downsample the LOS."""
     cone = image[0].astype(np.float32)

@@ -197,6 +197,9 @@ def breast_region(image: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(largest)
 
 
+NORMALISATION = "detector window, then z-score inside the breast (preprocess.normalize)"
+
+
 def preprocess(image: np.ndarray, meta: dict, params: dict, mask: np.ndarray | None = None):
     """Window, chest wall to the left, crop to the breast, pad to the target aspect, resize, normalise.
 

@@ -105,7 +105,9 @@ SCHEMAS = {
     "preprocess": {
         "type": "object", "additionalProperties": False,
         "properties": {
-            "spacing_mm": {**_voxel, "default": [1.5, 1.5, 1.5], "description": "target voxel size"},
+            "spacing_mm": {"anyOf": [_voxel, {"type": "null"}], "default": None,
+                           "description": "target voxel size; null = the plan's: the median spacing of the "
+                                          "ingested scans (nnU-Net's rule for anisotropic ones)"},
             "crop_foreground": {"type": "boolean", "default": True},
             "margin_mm": {"type": "number", "minimum": 0, "default": 4.0, "description": "kept around the head"},
             "size": {"type": ["array", "null"], "items": {"type": "integer", "minimum": 8}, "minItems": 3,
@@ -313,6 +315,10 @@ def head_mask(image: np.ndarray) -> np.ndarray:
     foreground = mean > filters.threshold_otsu(mean)
     foreground = ndimage.binary_closing(foreground, iterations=2)
     return ndimage.binary_fill_holes(get_largest_connected_component_mask(foreground))
+
+
+NORMALISATION = "z-score per contrast inside the head (MR intensities have no absolute unit)"
+SPACING_KEY = "spacing_mm"  # null: the planner's target spacing (sciconv.planning.target_spacing)
 
 
 def preprocess(image: np.ndarray, meta: dict, params: dict, mask: np.ndarray | None = None):

@@ -1,9 +1,13 @@
-"""inspect: conv arithmetic for the configured network and input, before any training."""
+"""inspect: every setting with its origin (yaml, plan, default), and the conv arithmetic of the network
+as it will train (the plan applied), before any training."""
 
 from __future__ import annotations
 
-from sciconv import models
+import json
+
+from sciconv import models, planning
 from sciconv.config import DatasetConfig
+from sciconv.paths import DatasetPaths
 
 
 def input_shape(ds: DatasetConfig) -> tuple[int, ...]:
@@ -12,7 +16,22 @@ def input_shape(ds: DatasetConfig) -> tuple[int, ...]:
     return (1, channels, *ds.cfg["train"]["patch_size"])
 
 
+def settings_table(ds: DatasetConfig, plan: dict | None) -> list[str]:
+    """One line per preprocess, model and train setting: its value, where it came from and why."""
+    where = DatasetPaths(ds.results_dir).plan
+    lines = [f"settings of {ds.name} (origin yaml: written in {ds.path}; plan: {where}; default: schema or "
+             "domain)" if plan else f"settings of {ds.name}: no plan yet ({where}: run `sciconv plan "
+             f"{ds.name}`); keys the YAML leaves out show their defaults, which the plan may replace"]
+    for key, value, origin, reason in planning.origins(ds, plan):
+        text = json.dumps(value, separators=(",", ":"))
+        lines.append(f"  {key:<34} {text if len(text) < 40 else text[:37] + '...':<40} {origin:<8} {reason}".rstrip())
+    return lines
+
+
 def run(ds: DatasetConfig) -> str:
+    plan = planning.read_plan(DatasetPaths(ds.results_dir).plan)
+    settings = settings_table(ds, plan)
+    ds = planning.apply(ds, plan)
     shape = input_shape(ds)
     model_args = models.model_args(ds.cfg["model"], len(shape) - 2, shape[1], len(ds.class_names))
     models.check_input_size(model_args, shape[2:])
@@ -27,7 +46,7 @@ def run(ds: DatasetConfig) -> str:
     lines += [f"receptive field: {receptive_field} pixels along each axis (deepest path)",
               f"parameters: {total:,}",
               input_size_rule(model_args)]
-    text = "\n".join(lines)
+    text = "\n".join(settings + [""] + lines)
     print(text)
     return text
 

@@ -323,6 +323,8 @@ def open_run(t: Training, tracker: Tracker) -> None:
                                        "overrides": "; ".join(ds.overrides) or "none"})
     tracker.log_dict(cfg, "config/resolved_config.json")
     tracker.log_artifact(t.paths.split, "split")
+    for planned in (t.paths.fingerprint, t.paths.plan):
+        tracker.log_artifact(planned, "plan")
     statistics = data.dataset_statistics({"train": t.train_records, "val": t.val_records}, ds.class_names, ds.task)
     tracker.log_dict(statistics, "data/statistics.json")
     tracker.log_dataset(ds.name, t.paths.preprocessed, t.split, statistics)

@@ -33,6 +33,9 @@ class Task:
     stratified_by = "none"
     # what the task reads of the domain's classical Baseline
     baseline_needs = "features"
+    # the keys `plan` may set where the YAML leaves them out (sciconv.planning); the built-in demos write
+    # them all, so planning never moves their numbers (tests/test_planning.py)
+    planned_keys: tuple[str, ...] = ("train.batch_size", "train.epochs")
 
     @classmethod
     def stratum_keys(cls, store) -> dict[str, str]:
@@ -66,6 +69,25 @@ class Task:
         """The network input size the config fixes before any data is read (a training patch), or None
         when it comes from the data; the workflow checks it against the network when it loads."""
         return None
+
+    @classmethod
+    def plan(cls, ctx) -> None:
+        """Set the planned keys the YAML leaves out on ctx.plan (a sciconv.planning.Context). Image-level
+        tasks train on whole images (or on train.patch_size crops): the batch that fits the device's
+        memory, and the epochs the time budget pays for at the measured step time."""
+        from sciconv import models, planning
+
+        if not any(ctx.plans(key) for key in cls.planned_keys):
+            return
+        size = cls.configured_input_size(ctx.ds.cfg) or np.median(ctx.shapes, 0).astype(int).tolist()
+        if min(np.min(ctx.shapes, 0)) < 16 and not cls.configured_input_size(ctx.ds.cfg):
+            raise planning.too_small(ctx.ds, f"the smallest training images are {np.min(ctx.shapes, 0).tolist()}: "
+                                             "image-level networks downsample by 16 before pooling; resize them "
+                                             "(preprocess) to at least 16 per axis")
+        model_args = models.model_args(ctx.ds.cfg["model"], len(size), ctx.in_channels, len(ctx.ds.class_names))
+        _, epochs, _ = planning.schedule(ctx, model_args, list(size), ctx.n_train, 1.0)
+        if ctx.plans("train.epochs"):
+            planning.set_epochs(ctx, epochs)
 
     @classmethod
     def check_config(cls, cfg: dict) -> str | None:

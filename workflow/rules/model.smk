@@ -1,10 +1,38 @@
-# train -> evaluate -> explain
+# plan -> train -> evaluate -> explain
+
+
+rule plan:
+    input:
+        ingested=f"{RESULTS}/{{dataset}}/ingested.h5",
+        split=f"{RESULTS}/{{dataset}}/split.json",
+        preprocessed=f"{RESULTS}/{{dataset}}/preprocessed.h5",
+    output:
+        fingerprint=f"{RESULTS}/{{dataset}}/fingerprint.json",
+        plan=f"{RESULTS}/{{dataset}}/plan.json",
+    params:
+        dataset=dataset_yaml,
+        global_config=GLOBAL_CONFIG,
+        settings=step_settings("plan"),
+    benchmark:
+        f"{RESULTS}/benchmarks/plan/{{dataset}}.tsv"
+    log:
+        "logs/plan/{dataset}.log",
+    # it times training steps: on the device and with the threads training will have
+    threads: TRAIN_THREADS
+    resources:
+        gpu=1 if TRAIN_ON_GPU else 0,
+    conda:
+        ENV
+    shell:
+        "sciconv plan {params.dataset} --config {params.global_config} --threads {threads} > {log} 2>&1"
 
 
 rule train:
     input:
         preprocessed=f"{RESULTS}/{{dataset}}/preprocessed.h5",
         split=f"{RESULTS}/{{dataset}}/split.json",
+        fingerprint=f"{RESULTS}/{{dataset}}/fingerprint.json",
+        plan=f"{RESULTS}/{{dataset}}/plan.json",
     output:
         # last.pt beside it is the resumable checkpoint: not an output, so Snakemake
         # keeps it when a job fails and the rerun resumes from it.
