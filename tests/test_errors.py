@@ -84,7 +84,7 @@ def test_the_inputs_a_step_checks_are_the_inputs_its_rule_declares():
 
     paths = DatasetPaths("results/D")
     rules = "".join((REPO / "workflow/rules" / f).read_text() for f in ("data.smk", "model.smk"))
-    for step in ("split", "preprocess", "train", "evaluate", "explain"):
+    for step in ("split", "preprocess", "plan", "train", "evaluate", "explain"):
         block = rules[rules.index(f"rule {step}:"):]
         inputs = block[block.index("input:"):block.index("output:")]
         declared = set(re.findall(r"\{\{dataset\}\}/([\w./]+)\"", inputs))

@@ -49,10 +49,10 @@ def ccd_run(project, client):
 def test_every_step_writes_its_outputs_and_its_log(workflow_run):
     project, _, _ = workflow_run
     root = project / "results/ccd_micro"
-    for name in ("raw/manifest.csv", "ingested.h5", "split.json", "preprocessed.h5", "model/model.pt",
-                 "metrics.json"):
+    for name in ("raw/manifest.csv", "ingested.h5", "split.json", "preprocessed.h5", "fingerprint.json", "plan.json",
+                 "model/model.pt", "metrics.json"):
         assert (root / name).is_file(), name
-    for step in ("simulate", "ingest", "split", "preprocess", "train", "evaluate", "explain"):
+    for step in ("simulate", "ingest", "split", "preprocess", "plan", "train", "evaluate", "explain"):
         assert (project / f"logs/{step}/ccd_micro.log").is_file(), step
     epoch_lines = [line for line in (project / "logs/train/ccd_micro.log").read_text().splitlines() if " epoch " in line]
     assert len(epoch_lines) == 2 and all("samples_per_s=" in line and " eta=" in line for line in epoch_lines)
@@ -91,7 +91,9 @@ def test_the_mlflow_run_holds_params_metrics_artifacts_and_system_metrics(workfl
     assert len(client.get_metric_history(run_info.info.run_id, "train_loss")) == 2  # one point per epoch
     assert run_info.data.metrics["test_dice_mean"] == pytest.approx(metrics["dice_mean"])
     artifacts = {a.path for a in client.list_artifacts(run_info.info.run_id)}
-    assert {"saliency", "evaluation", "config", "split", "checkpoint", "data", "plots", "network"} <= artifacts
+    assert {"saliency", "evaluation", "config", "split", "checkpoint", "data", "plots", "network", "plan"} <= artifacts
+    assert {a.path for a in client.list_artifacts(run_info.info.run_id, "plan")} == {"plan/fingerprint.json",
+                                                                                     "plan/plan.json"}
     assert {a.path for a in client.list_artifacts(run_info.info.run_id, "network")} == {
         "network/first_layer_filters.png", "network/feature_maps.png"}
     assert len(client.list_artifacts(run_info.info.run_id, "saliency")) == 2

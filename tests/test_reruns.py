@@ -18,9 +18,11 @@ from conftest import REPO, shrunk_ccd_config
 pytestmark = pytest.mark.e2e
 
 DATA_STEPS = ("simulate", "ingest", "split", "preprocess")
-MODEL_STEPS = ("train", "evaluate", "explain")
+MODEL_STEPS = ("plan", "train", "evaluate", "explain")
 EVERYTHING = {*DATA_STEPS, *MODEL_STEPS}
-AFTER_TRAINING = {*MODEL_STEPS}
+# the plan reads the model and train sections (it plans what they leave out), so their edits rerun it too
+TRAINING_EDIT = {*MODEL_STEPS}
+AFTER_TRAINING = {"train", "evaluate", "explain"}
 
 
 def snakemake(project: Path, env: dict, *args, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -98,8 +100,9 @@ MATRIX = {
     "split.val_fraction": (set_key("split", "val_fraction", 0.25), of({"split", *MODEL_STEPS}, "ccd_micro")),
     # the seed draws the simulated frames of every dataset, so everything of both reruns
     "global seed": (edit_seed, of(EVERYTHING, "ccd_micro", "ccd_other")),
-    "model.num_res_units": (set_key("model", "num_res_units", 0), of(AFTER_TRAINING, "ccd_micro")),
-    "train.learning_rate": (set_key("train", "learning_rate", 0.001), of(AFTER_TRAINING, "ccd_micro")),
+    "model.num_res_units": (set_key("model", "num_res_units", 0), of(TRAINING_EDIT, "ccd_micro")),
+    "train.learning_rate": (set_key("train", "learning_rate", 0.001), of(TRAINING_EDIT, "ccd_micro")),
+    "train.time_budget_min": (set_key("train", "time_budget_min", 3), of(TRAINING_EDIT, "ccd_micro")),
     "init_from": (edit_dataset(lambda cfg: cfg.__setitem__("init_from", "results/ccd_other/model")),
                   of(AFTER_TRAINING, "ccd_micro")),
     "explain.n_samples": (set_key("explain", "n_samples", 1), of({"explain"}, "ccd_micro")),
