@@ -68,8 +68,8 @@ def _summary(values) -> dict | None:
 class FingerprintBuilder:
     """Accumulates one sample at a time; `result()` is the JSON-ready fingerprint."""
 
-    def __init__(self, class_names: list[str], dense: bool, n_samples: int, seed: int):
-        self.class_names, self.dense = class_names, dense
+    def __init__(self, class_names: list[str], task, n_samples: int, seed: int):
+        self.class_names, self.task, self.dense = class_names, task, task.dense
         self.rng = np.random.default_rng(seed)
         self.draw_per_sample = max(1000, VOXELS_DRAWN_TOTAL // max(n_samples, 1))
         self.shapes, self.spacings, self.labels, self.targets = [], [], [], []
@@ -88,8 +88,9 @@ class FingerprintBuilder:
             self.spacings.append([float(s) for s in spacing[: image.ndim - 1]])
         if "label" in attrs:
             self.labels.append(int(attrs["label"]))
-        if "target" in attrs:
-            self.targets.append(np.ravel(attrs["target"]).astype(float).tolist())
+        target = self.task.sample_target(attrs, self.class_names)
+        if target is not None:
+            self.targets.append(target)
         inside = mask > 0 if (mask is not None and self.dense and mask.any()) else None
         self.foreground_used |= inside is not None
         while len(self.moments) < image.shape[0]:
@@ -149,13 +150,16 @@ class FingerprintBuilder:
             out["labels"] = {name: int(counts[c]) for c, name in enumerate(self.class_names)}
         if self.targets:
             values = np.asarray(self.targets)
-            out["targets"] = {"mean": values.mean(0).tolist(), "std": values.std(0).tolist()}
+            out["targets"] = {name: {"mean": float(values[:, j].mean()), "std": float(values[:, j].std()),
+                                     "min": float(values[:, j].min()), "max": float(values[:, j].max())}
+                              for j, name in enumerate(self.class_names)}
         return out
 
 
-def compute(ingested, sample_ids: list[str], class_names: list[str], dense: bool, seed: int) -> dict:
-    """The fingerprint of `sample_ids` in the ingested store at `ingested`, read one sample at a time."""
-    builder = FingerprintBuilder(class_names, dense, len(sample_ids), seed)
+def compute(ingested, sample_ids: list[str], class_names: list[str], task, seed: int) -> dict:
+    """The fingerprint of `sample_ids` in the ingested store at `ingested`, read one sample at a time;
+    `task` (a sciconv.tasks Task class) says whether masks are class maps and what a target is."""
+    builder = FingerprintBuilder(class_names, task, len(sample_ids), seed)
     with StoreReader(ingested) as store:
         for sample_id in sample_ids:
             sample = store.sample(sample_id)

@@ -22,8 +22,9 @@ DATASET_READS: dict[str, tuple[str, ...]] = {
     "ingest": ("domain", "task", "source", "classes", "targets", "mask_values", "on_bad_input"),
     "split": ("task", "split"),
     "preprocess": ("domain", "task", "preprocess"),
-    # the plan is conditioned on what the YAML fixes of the network and the training
-    "plan": ("domain", "task", "classes", "targets", "mask_values", "regions", "model", "train"),
+    # the plan is conditioned on what the YAML fixes of the network and the training, and keeps a patch
+    # square in the planes the augmentation rotates
+    "plan": ("domain", "task", "classes", "targets", "mask_values", "regions", "model", "train", "augment"),
     "train": ("domain", "task", "classes", "targets", "mask_values", "regions", "model", "train", "augment",
               "init_from"),
     "evaluate": ("domain", "task", "classes", "targets", "mask_values", "regions", "baseline", "model", "train"),

@@ -44,8 +44,8 @@ def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None
     paths = DatasetPaths(ds.results_dir)
     split = load_split(paths.split)
     check_split(ds, split)
-    fingerprint = fingerprints.compute(paths.ingested, split["train"] + split["val"], ds.class_names,
-                                       ds.task.dense, ds.seed)
+    fingerprint = fingerprints.compute(paths.ingested, split["train"] + split["val"], ds.class_names, ds.task,
+                                       ds.seed)
     atomic_write_json(paths.fingerprint, fingerprint)
     shapes, in_channels, preprocess_planned = preprocessed_shapes(paths.preprocessed, split["train"])
     if threads:

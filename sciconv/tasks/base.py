@@ -60,6 +60,11 @@ class Task:
         return counts
 
     @classmethod
+    def sample_target(cls, attrs: dict, names: list[str]) -> list[float] | None:
+        """A sample's regression targets in `names` order (the fingerprint's statistics); None without."""
+        return None
+
+    @classmethod
     def count_name(cls) -> str:
         """The key of the per-class counts in the dataset statistics."""
         return "per_class"

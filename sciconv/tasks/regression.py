@@ -62,6 +62,10 @@ class Regression(Task):
     explain_note = "one map per predicted parameter: the gradient-weighted activations with no pooling of the gradient"
 
     @classmethod
+    def sample_target(cls, attrs: dict, names: list[str]) -> list[float] | None:
+        return target_vector(attrs, names).astype(float).tolist() if attrs.get("target") is not None else None
+
+    @classmethod
     def class_counts(cls, mask, label, n_classes):
         return None
 
