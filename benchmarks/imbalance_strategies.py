@@ -33,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from sciconv.config import load_dataset, load_global
-    from sciconv.steps import evaluate, ingest, preprocess, simulate, split, train
+    from sciconv.steps import evaluate, ingest, plan, preprocess, simulate, split, train
 
     work = Path(args.workdir).resolve()
     (work / "config/datasets").mkdir(parents=True, exist_ok=True)
@@ -59,6 +59,7 @@ def main() -> None:
                 shutil.copy2(first.results_dir / name, ds.results_dir / name)
             shutil.rmtree(ds.results_dir / "model", ignore_errors=True)
         started = time.perf_counter()
+        plan.run(ds, threads=args.threads)  # each strategy's own plan (the YAML fixes what the demo fixes)
         train.run(ds, threads=args.threads)
         metrics = evaluate.run(ds, threads=args.threads)
         rows.append({"strategy": strategy, "seconds": round(time.perf_counter() - started, 1),

@@ -108,10 +108,6 @@ def run_step(step: str, ds, args) -> None:
 def call_step(step: str, ds, args) -> None:
     module = importlib.import_module(f"sciconv.steps.{step}")
     kwargs = {}
-    if step == "train":
-        from sciconv.planning import with_plan
-
-        ds = with_plan(ds)  # the plan's values under the keys the YAML leaves out
     if step in ("plan", "train", "evaluate"):
         kwargs = {"device": args.device, "threads": args.threads}
     elif step == "explain":

@@ -242,7 +242,7 @@ class Context:
         return float(self.ds.cfg["train"]["time_budget_min"]) * 60.0
 
 
-def too_small(ds, what: str) -> PlanError:
+def plan_error(ds, what: str) -> PlanError:
     return PlanError(f"{ds.path}: {what}")
 
 
@@ -253,7 +253,7 @@ def batch_limits(ctx: Context, spatial: list[int], per_sample: int, multiple: in
     fits = budget // max(per_sample, 1)
     low, high = BATCH_LIMITS[len(spatial)]
     if fits < 1:
-        raise too_small(ctx.ds, f"one sample of {list(spatial)} needs about {per_sample / 2**30:.2f} GiB for "
+        raise plan_error(ctx.ds, f"one sample of {list(spatial)} needs about {per_sample / 2**30:.2f} GiB for "
                                 f"training, over the memory budget of {budget / 2**30:.2f} GiB ({source}); "
                                 "set a smaller train.patch_size (or preprocess to a coarser spacing), or raise "
                                 "train.memory_budget_gib on a device that has it")
@@ -263,7 +263,7 @@ def batch_limits(ctx: Context, spatial: list[int], per_sample: int, multiple: in
     limit = min((fits, "memory"), (high, f"{len(spatial)}D ceiling"), (share, "5% of the training voxels"))
     rounded = max(multiple, batch // multiple * multiple)  # whole images' worth of patches per batch
     if rounded > fits:
-        raise too_small(ctx.ds, f"train.patches_per_image {multiple} patches of {list(spatial)} need about "
+        raise plan_error(ctx.ds, f"train.patches_per_image {multiple} patches of {list(spatial)} need about "
                                 f"{multiple * per_sample / 2**30:.2f} GiB, over the memory budget of "
                                 f"{budget / 2**30:.2f} GiB ({source}); lower train.patches_per_image or the patch")
     return rounded, (f"largest batch within the {limit[1]} ({per_sample / 2**20:.0f} MiB per sample, budget "
@@ -299,7 +299,7 @@ def set_epochs(ctx: Context, epochs: int) -> None:
     budget_min = ctx.ds.cfg["train"]["time_budget_min"]
     epoch_s = ctx.plan.measured["epoch_s"]
     if epochs < 1:
-        raise too_small(ctx.ds, f"key train.time_budget_min: {budget_min:g} min is less than one epoch, which "
+        raise plan_error(ctx.ds, f"key train.time_budget_min: {budget_min:g} min is less than one epoch, which "
                                 f"takes about {epoch_s:.0f} s on {ctx.device} ({ctx.plan.measured['steps_per_epoch']}"
                                 f" steps of {ctx.plan.measured['step_s']:.2f} s); raise it to at least "
                                 f"{math.ceil(epoch_s / 60 / BUDGET_FOR_TRAINING * 2) / 2:g}, or set train.epochs")

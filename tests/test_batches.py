@@ -130,14 +130,14 @@ def test_an_error_while_assembling_a_batch_reaches_the_training_loop():
 def test_training_from_the_store_repeats_training_from_memory(project, caplog):
     """train.cache store (a training set larger than memory) reads crops from the HDF5 chunks; same batches, same result."""
     from sciconv import config
-    from sciconv.steps import ingest, preprocess, simulate, split, train
+    from sciconv.steps import ingest, plan, preprocess, simulate, split, train
 
     histories = {}
     for placement in ("host", "store"):
         ds = config.load_dataset("ccd_micro", config.load_global("config/config.yaml"))
         ds.cfg["train"]["cache"] = placement
         if placement == "host":
-            for step in (simulate, ingest, split, preprocess):
+            for step in (simulate, ingest, split, preprocess, plan):
                 step.run(ds)
         with caplog.at_level("INFO", logger="sciconv"):
             train.run(ds, device="cpu", threads=1)

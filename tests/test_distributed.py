@@ -24,14 +24,14 @@ def train(tool_env, project) -> dict:
 
 
 def test_two_processes_train_what_one_process_trains(project, tool_env):
-    from sciconv.steps import ingest, preprocess, simulate, split
+    from sciconv.steps import ingest, plan, preprocess, simulate, split
 
     dataset_yaml = project / "config/datasets/ccd_micro.yaml"
     cfg = yaml.safe_load(dataset_yaml.read_text())
     cfg["train"].update(loss="ce", epochs=2, batch_size=8, patches_per_image=2)
     dataset_yaml.write_text(yaml.safe_dump(cfg))
     ds = config.load_dataset("ccd_micro", config.load_global("config/config.yaml"))
-    for step in (simulate, ingest, split, preprocess):
+    for step in (simulate, ingest, split, preprocess, plan):
         step.run(ds)
 
     single = train(tool_env, project)

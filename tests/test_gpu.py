@@ -40,7 +40,7 @@ def set_dotted(cfg: dict, dotted: str, value) -> None:
 def prepared(tmp_path_factory):
     """A micro CCD project simulated, ingested, split and preprocessed once for the whole module."""
     from sciconv.config import load_dataset, load_global
-    from sciconv.steps import ingest, preprocess, simulate, split
+    from sciconv.steps import ingest, plan, preprocess, simulate, split
 
     root = tmp_path_factory.mktemp("gpu")
     (root / "config/datasets").mkdir(parents=True)
@@ -50,7 +50,7 @@ def prepared(tmp_path_factory):
     (root / "config/datasets/ccd_micro.yaml").write_text(yaml.safe_dump(shrunk_ccd_config(n_frames=12, epochs=2)))
     global_cfg = load_global(root / "config/config.yaml")
     ds = load_dataset(str(root / "config/datasets/ccd_micro.yaml"), global_cfg)
-    for step in (simulate, ingest, split, preprocess):
+    for step in (simulate, ingest, split, preprocess, plan):
         step.run(ds)
     return root, global_cfg
 

@@ -25,7 +25,7 @@ def start(env, *args):
 
 @pytest.fixture
 def prepared(project, tool_env):
-    for step in ("simulate", "ingest", "split", "preprocess"):
+    for step in ("simulate", "ingest", "split", "preprocess", "plan"):
         done = sciconv(tool_env, step, "ccd_micro")
         assert done.returncode == 0, done.stderr[-2000:]
     return project, tool_env

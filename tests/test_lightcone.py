@@ -118,7 +118,7 @@ def test_r2_and_rmse():
 
 @pytest.mark.parametrize("name", ["lightcone_demo", "lightcone_cls_demo"])
 def test_shrunk_demo_trains_and_evaluates(tmp_path, monkeypatch, name):
-    from sciconv.steps import evaluate, explain, ingest, preprocess, simulate, split, train
+    from sciconv.steps import evaluate, explain, ingest, plan, preprocess, simulate, split, train
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -129,7 +129,7 @@ def test_shrunk_demo_trains_and_evaluates(tmp_path, monkeypatch, name):
     (tmp_path / f"config/datasets/{name}.yaml").write_text(yaml.safe_dump(cfg))
     (tmp_path / "config/config.yaml").write_text(yaml.safe_dump({"datasets": [name], "device": "cpu", "seed": 3}))
     ds = load_dataset(name, load_global("config/config.yaml"))
-    for step in (simulate, ingest, split, preprocess):
+    for step in (simulate, ingest, split, preprocess, plan):
         step.run(ds)
     train.run(ds, threads=1)
     metrics = evaluate.run(ds)

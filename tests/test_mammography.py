@@ -169,7 +169,7 @@ def test_each_imbalance_strategy_weighs_the_rare_class():
 @pytest.mark.parametrize("strategy", ["none", "balanced_sampler", "weighted_ce", "focal"])
 def test_training_runs_with_each_imbalance_strategy(tmp_path, monkeypatch, strategy):
     """Every strategy trains through the real steps, saves a threshold and evaluates with every metric key."""
-    from sciconv.steps import evaluate, ingest, preprocess, simulate, split, train
+    from sciconv.steps import evaluate, ingest, plan, preprocess, simulate, split, train
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -183,7 +183,7 @@ def test_training_runs_with_each_imbalance_strategy(tmp_path, monkeypatch, strat
     (tmp_path / "config/datasets/m.yaml").write_text(yaml.safe_dump(cfg))
     (tmp_path / "config/config.yaml").write_text(yaml.safe_dump({"datasets": ["m"], "device": "cpu", "seed": 1}))
     ds = load_dataset("m", load_global("config/config.yaml"))
-    for step in (simulate, ingest, split, preprocess):
+    for step in (simulate, ingest, split, preprocess, plan):
         step.run(ds)
         if step is split:
             sets = json.loads((tmp_path / "results/m/split.json").read_text())
@@ -216,7 +216,7 @@ def test_training_runs_with_each_imbalance_strategy(tmp_path, monkeypatch, strat
         transfer["train"] = dict(cfg["train"], epochs=1, freeze_encoder_epochs=1, learning_rate=0.05)
         (tmp_path / "config/datasets/t.yaml").write_text(yaml.safe_dump(transfer))
         target = load_dataset("t", load_global("config/config.yaml"))
-        for step in (simulate, ingest, split, preprocess):
+        for step in (simulate, ingest, split, preprocess, plan):
             step.run(target)
         train.run(target, threads=1)
         source_state = checkpoint["model_state"]

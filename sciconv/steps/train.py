@@ -213,6 +213,9 @@ def wrap(t: Training) -> None:
 
 
 def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None) -> None:
+    from sciconv.planning import with_plan
+
+    ds = with_plan(ds)  # plan.json's values under the keys the dataset YAML leaves out
     world = distributed.current()
     t = set_up(ds, world, set_up_device(ds, world, device, threads))
     t.paths.model_dir.mkdir(parents=True, exist_ok=True)

@@ -86,7 +86,7 @@ class Task:
             return
         size = cls.configured_input_size(ctx.ds.cfg) or np.median(ctx.shapes, 0).astype(int).tolist()
         if min(np.min(ctx.shapes, 0)) < 16 and not cls.configured_input_size(ctx.ds.cfg):
-            raise planning.too_small(ctx.ds, f"the smallest training images are {np.min(ctx.shapes, 0).tolist()}: "
+            raise planning.plan_error(ctx.ds, f"the smallest training images are {np.min(ctx.shapes, 0).tolist()}: "
                                              "image-level networks downsample by 16 before pooling; resize them "
                                              "(preprocess) to at least 16 per axis")
         model_args = models.model_args(ctx.ds.cfg["model"], len(size), ctx.in_channels, len(ctx.ds.class_names))

@@ -63,7 +63,7 @@ class Classification(Task):
         counts = ctx.fingerprint.get("labels") or {}
         empty = [name for name, n in counts.items() if n == 0]
         if empty:
-            raise planning.too_small(ctx.ds, f"key classes: no training or validation image is labelled "
+            raise planning.plan_error(ctx.ds, f"key classes: no training or validation image is labelled "
                                              f"{', '.join(empty)}; add images of it, or leave the class out")
         if ctx.plans("train.imbalance") and counts:
             ratio = max(counts.values()) / max(min(counts.values()), 1)

@@ -105,7 +105,7 @@ class Segmentation(Task):
         classes = ctx.fingerprint["classes"]
         empty = [name for name, c in classes.items() if c["voxels"] == 0]
         if empty:
-            raise planning.too_small(ctx.ds, f"key classes: {', '.join(empty)} has no voxels in any training or "
+            raise planning.plan_error(ctx.ds, f"key classes: {', '.join(empty)} has no voxels in any training or "
                                              "validation mask; add samples that contain it, or leave it out of "
                                              "classes (and mask_values)")
         plan_sampling(ctx, classes)
@@ -230,7 +230,7 @@ def plan_patch_and_network(ctx) -> None:
     median = np.median(ctx.shapes, 0)
     dims = len(median)
     if median.min() < MIN_NETWORK_SIDE:
-        raise planning.too_small(ctx.ds, f"the training images' median shape is {median.tolist()}: a U-Net needs at "
+        raise planning.plan_error(ctx.ds, f"the training images' median shape is {median.tolist()}: a U-Net needs at "
                                          f"least {MIN_NETWORK_SIDE} voxels per axis; resample or resize them in "
                                          "preprocess (or read a thin volume as 2D slices)")
     planes = square_planes(ctx)
