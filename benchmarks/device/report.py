@@ -36,16 +36,21 @@ from train_throughput import QUICK, set_dotted, table  # noqa: E402
 # seconds per part: the whole check must end inside 8 minutes on the H200, and --smoke inside 3 on CPU
 PARTS = {"gpu": {"tests": 170, "throughput": 170, "pipeline": 120},
          "smoke": {"tests": 100, "throughput": 45, "pipeline": 120}}
-PIPELINE_DATASETS = ("ccd_full", "mri_seg_full")
+# ccd_planned leaves model and train to `sciconv plan`: on the GPU its plan.json holds the memory per
+# sample measured by a forward and backward pass, and the step time, on the device itself
+PIPELINE_DATASETS = ("ccd_full", "mri_seg_full", "ccd_planned")
 # the full configs, cut so both train inside the pipeline part's time (documented, not edited in place)
 PIPELINE_OVERRIDES = {
     "gpu": {"ccd_full": {"source.n_frames": 48, "train.epochs": 4, "explain.n_samples": 2},
-            "mri_seg_full": {"source.n_subjects": 12, "train.epochs": 3, "explain.n_samples": 1}},
+            "mri_seg_full": {"source.n_subjects": 12, "train.epochs": 3, "explain.n_samples": 1},
+            "ccd_planned": {"source.n_frames": 48, "train.time_budget_min": 0.5, "explain.n_samples": 1}},
     "smoke": {"ccd_full": QUICK["ccd_full"] | {"source.n_frames": 10, "train.epochs": 1, "explain.n_samples": 1},
               "mri_seg_full": QUICK["mri_seg_full"] | {"source.n_subjects": 6, "source.voxel_sizes_mm": [[6, 6, 6]],
                                                        "preprocess.spacing_mm": [6, 6, 6], "train.patch_size": [16, 16, 16],
                                                        "model.channels": [8, 16, 32], "model.strides": [2, 2],
-                                                       "train.epochs": 1, "explain.n_samples": 1}},
+                                                       "train.epochs": 1, "explain.n_samples": 1},
+              "ccd_planned": {"source.n_frames": 10, "source.frame_size": [64, 64], "train.time_budget_min": 0.1,
+                              "explain.n_samples": 1}},
 }
 
 
@@ -186,10 +191,13 @@ def pipeline(out: Path, work: Path, smoke: bool, limit: int) -> dict:
         path = project / f"results/{name}/metrics.json"
         if path.is_file():
             metrics[name] = {k: v for k, v in json.loads(path.read_text()).items() if isinstance(v, (int, float))}
-    for name in ("ccd_full", "mri_seg_full"):
+    for name in PIPELINE_DATASETS:
         log = project / f"logs/train/{name}.log"
         if log.is_file():
             shutil.copy(log, out / f"train_{name}.log")
+        plan = project / f"results/{name}/plan.json"
+        if plan.is_file():
+            shutil.copy(plan, out / f"plan_{name}.json")
     return result | {"overrides": overrides, "steps": steps, "metrics": metrics}
 
 
