@@ -28,7 +28,7 @@ MIN_EPOCHS_WANTED = 20      # below this many epochs in the budget, the patch sh
 BATCH_LIMITS = {2: (2, 32), 3: (2, 8)}
 DATASET_SHARE_PER_BATCH = 0.05   # nnU-Net: one batch covers at most 5% of the dataset's voxels
 # of train.time_budget_min: the rest is what a bare step misses: augmentation, data movement, start-up and
-# the final save (training the CCD demo data on 2 CPU cores took 1.3x the bare steps' time)
+# the final save (an epoch of the CCD demo data on 2 CPU cores took 1.2-1.7x the bare steps' time)
 BUDGET_FOR_TRAINING = 0.75
 
 
@@ -106,8 +106,6 @@ def origins(ds, plan: dict | None, sections=("preprocess", "model", "train")) ->
     for key, value in flatten({s: effective.get(s, {}) for s in sections}).items():
         if written(ds, key):
             origin, reason = "yaml", ""
-            if key in planned and planned[key]["value"] != value:
-                reason = f"(the plan would choose {planned[key]['value']})"
         elif key in planned:
             origin, reason = "plan", planned[key]["reason"]
         else:

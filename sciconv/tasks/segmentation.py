@@ -175,11 +175,12 @@ def plan_sampling(ctx, classes: dict) -> None:
 
 def unet_layout(patch: list[float], device, dims: int) -> tuple[list[int], list[int], str]:
     """Strides and widths of a U-Net for `patch`: a first level at full resolution (small objects keep
-    their pixels), then stride-2 levels until the shortest axis is down to 4-8 voxels (nnU-Net stops
-    at 4), widths doubling from 32 on a GPU (nnU-Net's) or 16 on a CPU (a step about 4x cheaper),
+    their pixels), then stride-2 levels until the shortest axis is down to 8-16 voxels (nnU-Net goes
+    on to 4), widths doubling from 32 on a GPU (nnU-Net's) or 16 on a CPU (a step about 4x cheaper),
     capped at 320 in 3D and 512 in 2D as nnU-Net caps them."""
     shortest = int(min(patch))
-    downsamplings = max(1, min(5, int(np.log2(max(shortest, 8) / 4))))
+    # stop at 8, not nnU-Net's 4: the last levels cost the most parameters and, on a time budget, epochs
+    downsamplings = max(1, min(5, int(np.log2(max(shortest, 16) / 8))))
     base = 32 if device.type == "cuda" else 16
     cap = 320 if dims == 3 else 512
     channels = [min(base * 2**i, cap) for i in range(downsamplings + 2)]
