@@ -86,7 +86,7 @@ def run_pair(work: Path, domain: str, seed: int) -> dict:
     return {"domain": domain, "dataset": name, "seed": seed, "metric": metric, **scores,
             "hand_train_s": round(times["train"], 1), "planned_train_s": round(planned_times["train"], 1),
             "plan_s": round(planned_times["plan"], 1),
-            "planned": {k: v["value"] for k, v in plan["settings"].items()}}
+            "plan": {k: v["value"] for k, v in plan["settings"].items()}}
 
 
 def table(rows: list[dict]) -> str:

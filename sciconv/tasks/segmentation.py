@@ -236,7 +236,7 @@ def plan_patch_and_network(ctx) -> None:
                                          "preprocess (or read a thin volume as 2D slices)")
     planes = square_planes(ctx)
     patch = first_patch(ctx, dims) if ctx.plans("train.patch_size") else list(ctx.value("train.patch_size"))
-    shrunk = 0
+    shrunk, previous = 0, None
     while True:
         model = dict(ctx.ds.cfg["model"])
         if model["name"] == "unet" and ctx.plans("model.channels") and ctx.plans("model.strides"):
@@ -254,10 +254,15 @@ def plan_patch_and_network(ctx) -> None:
         windows = max(1.0, float(np.prod(median)) / np.prod(patch)) * 1.5  # sliding-window overlap
         ppi = ctx.ds.cfg["train"]["patches_per_image"]
         _, epochs, _ = planning.schedule(ctx, model_args, patch, ctx.n_train * ppi, windows, multiple=ppi)
+        if previous is not None and epochs < 1.25 * previous[0]:
+            # a smaller patch that buys few epochs (per-step overhead dominates, or the batch grew): keep the last
+            epochs, ctx.plan.settings, ctx.plan.measured = previous
+            break
         smaller = [float(s) for s in shrink(patch, planes)]
         can_shrink = ctx.plans("train.patch_size") and min(smaller) >= MIN_PATCH_SIDE and shrunk < 6
         if epochs >= planning.MIN_EPOCHS_WANTED or not can_shrink or not ctx.plans("train.epochs"):
             break
+        previous = (epochs, dict(ctx.plan.settings), dict(ctx.plan.measured))
         patch, shrunk = smaller, shrunk + 1
     if ctx.plans("train.epochs"):
         planning.set_epochs(ctx, epochs)
