@@ -10,10 +10,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from sciconv.augment import BatchAugment
-from sciconv.batches import Crops, TrainBatches, pad_to
 from sciconv.store import ArrayCache, StoreReader, StoredArray
+
+if TYPE_CHECKING:  # torch and MONAI load only where batches are built: plan and split read records without them
+    from sciconv.augment import BatchAugment
+    from sciconv.batches import TrainBatches
 
 
 def load_split(path: Path | str) -> dict[str, list[str]]:
@@ -64,6 +68,8 @@ def segmentation_batches(records: list[dict], num_classes: int, train_cfg: dict,
     """Patches of train.patch_size centred on classes in train.class_sampling_ratios (or on foreground
     vs background, patch_sampling pos_neg), patches_per_image from each drawn image."""
     size = list(train_cfg["patch_size"])
+    from sciconv.batches import Crops, TrainBatches, pad_to
+
     lazy = bool(records) and isinstance(records[0]["image"], StoredArray)
     if lazy:
         images, masks = [r["image"] for r in records], [r["mask_channel"] for r in records]
@@ -112,6 +118,8 @@ def classification_batches(records: list[dict], n_classes: int, train_cfg: dict,
     from many views of few positives and still runs on whole images at evaluation (Shen et al. 2019,
     Sci Rep 9:12495: patch classifier first, whole image after). With imbalance balanced_sampler
     every class is drawn equally often in expectation (with replacement)."""
+    from sciconv.batches import Crops, TrainBatches
+
     shapes = {r["image"].shape for r in records}
     if len(shapes) > 1 and not train_cfg["object_crops"]:
         raise ValueError(f"training images differ in shape ({', '.join(map(str, sorted(shapes)[:3]))}, ...); "

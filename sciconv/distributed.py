@@ -14,8 +14,6 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-import torch
-
 from sciconv.runtime import log
 
 _LAUNCHED = "SCICONV_DISTRIBUTED"  # set by relaunch, so a process started by torchrun does not relaunch again
@@ -57,6 +55,7 @@ def start(world: World, device: torch.device) -> None:
         return
     import datetime
 
+    import torch
     import torch.distributed as dist
 
     # process 0 validates between epochs while the others wait in the next epoch's first all-reduce
@@ -72,6 +71,7 @@ def wrap(net: torch.nn.Module, world: World, device: torch.device) -> torch.nn.M
     """DistributedDataParallel around the network (batch norm synchronised on GPUs), or the network itself."""
     if world.size == 1:
         return net
+    import torch
     from torch.nn.parallel import DistributedDataParallel
 
     if device.type == "cuda":

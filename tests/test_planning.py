@@ -148,6 +148,20 @@ def test_a_planned_segmenter_fits_the_network_to_its_patch(tmp_path):
     assert settings["train.epochs"] >= 1 and settings["train.loss"] == "dice_ce"
 
 
+def test_epochs_the_yaml_writes_shrink_the_planned_patch_to_fit_the_budget(tmp_path):
+    def planned(epochs):
+        ds = planned_ccd(tmp_path, epochs=epochs, time_budget_min=2)
+        ctx = synthetic_context(ds, [[128, 128]] * 20)
+        ds.task.plan(ctx)
+        return ctx.plan
+
+    roomy, demanding = planned(1), planned(100_000)
+    assert "train.epochs" not in roomy.settings and "train.epochs" not in demanding.settings
+    assert "shrunk" not in roomy.settings["train.patch_size"].reason
+    assert np.prod(demanding.settings["train.patch_size"].value) < np.prod(roomy.settings["train.patch_size"].value)
+    assert "shrunk" in demanding.settings["train.patch_size"].reason
+
+
 def test_rare_classes_are_centred_on_more_often(tmp_path):
     ds = planned_ccd(tmp_path)
     shares = [0.96, 0.03, 0.008, 0.001, 0.001]
@@ -191,7 +205,8 @@ def test_a_dataset_too_small_to_train_stops_at_plan_time(micro, capsys):
 @pytest.mark.e2e
 def test_an_unseen_3d_dataset_read_as_generic_trains_from_a_short_yaml(tmp_path, tool_env):
     """MRI simulator files read as `domain: generic`: the planner has never seen them in any config.
-    Spacing, patch, network, batch, epochs and sampling all come from the plan."""
+    Spacing, normalisation, network, batch, sampling and loss come from the plan; epochs and patch are
+    written, as the time-budget plan of both depends on the machine's speed and this test must not."""
     (tmp_path / "config/datasets").mkdir(parents=True)
     source = shrunk_mri_config("segmentation", n_subjects=12)
     source["source"]["voxel_sizes_mm"] = [[4, 4, 4], [3, 3, 5]]
@@ -199,7 +214,7 @@ def test_an_unseen_3d_dataset_read_as_generic_trains_from_a_short_yaml(tmp_path,
     yaml_text = ("domain: generic\ntask: segmentation\nclasses: [background, necrotic_core, edema, enhancing]\n"
                  "mask_values: [0, 1, 2, 4]\nregions: {wt: [necrotic_core, edema, enhancing]}\n"
                  f"source: {{kind: files, layout: manifest, manifest: {tmp_path}/results/mri_files/raw/manifest.csv}}\n"
-                 "train: {time_budget_min: 1}\n")
+                 "train: {epochs: 20, patch_size: [24, 24, 24]}\n")
     assert len(yaml_text.splitlines()) < 10
     (tmp_path / "config/datasets/brain.yaml").write_text(yaml_text)
     (tmp_path / "config/config.yaml").write_text(yaml.safe_dump({"datasets": ["brain"], "seed": 3, "device": "cpu"}))
@@ -208,7 +223,8 @@ def test_an_unseen_3d_dataset_read_as_generic_trains_from_a_short_yaml(tmp_path,
                               timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
     plan = json.loads((tmp_path / "results/brain/plan.json").read_text())
-    assert {"preprocess.spacing_mm", "train.patch_size", "model.channels", "train.epochs"} <= set(plan["settings"])
+    assert {"preprocess.spacing_mm", "model.channels", "model.strides", "train.batch_size",
+            "train.class_sampling_ratios"} <= set(plan["settings"])
     metrics = json.loads((tmp_path / "results/brain/metrics.json").read_text())
     # useful: far above the classical threshold on the same scans
     assert metrics["dice_wt"] > 0.3 and metrics["dice_wt"] > 3 * metrics["baseline_dice_wt"], metrics

@@ -36,6 +36,7 @@ class Segmentation(Task):
     headline_metric = "dice_mean"
     selection_metric = "val_dice_mean"
     dense = True
+    default_network = "unet"
     explain_methods = ("gradcam", "hirescam", "occlusion")
     explain_note = "Grad-CAM++ weights need an image-level score; occlusion is bounded to the predicted structure in 3D"
     stratified_by = "rarest class present"
@@ -97,9 +98,10 @@ class Segmentation(Task):
     @classmethod
     def plan(cls, ctx) -> None:
         """nnU-Net's plan, within a time budget: the patch starts from the median image (capped by what the
-        device can train), the U-Net downsamples it to about 4 voxels on its shortest axis, the batch
-        fills the memory budget, and while the budget pays for fewer than MIN_EPOCHS_WANTED epochs the
-        patch is halved along its longest axis; then sampling and loss from the class frequencies."""
+        device can train), the U-Net downsamples it to 8-16 voxels on its shortest axis, the batch fills
+        the memory budget, and while the budget pays for fewer than MIN_EPOCHS_WANTED epochs (or than
+        the epochs the YAML writes) the longest patch axis loses a quarter; then sampling and loss from
+        the class frequencies."""
         from sciconv import planning
 
         classes = ctx.fingerprint["classes"]
@@ -227,6 +229,7 @@ def shrink(patch: list[float], planes: list[list[int]]) -> list[float]:
 def plan_patch_and_network(ctx) -> None:
     from sciconv import models, planning
     from sciconv.networks import downsampling_factor
+    from sciconv.runtime import log
 
     median = np.median(ctx.shapes, 0)
     dims = len(median)
@@ -236,6 +239,8 @@ def plan_patch_and_network(ctx) -> None:
                                          "preprocess (or read a thin volume as 2D slices)")
     planes = square_planes(ctx)
     patch = first_patch(ctx, dims) if ctx.plans("train.patch_size") else list(ctx.value("train.patch_size"))
+    # epochs the YAML writes are a demand on the budget too: the patch shrinks until they fit
+    wanted = planning.MIN_EPOCHS_WANTED if ctx.plans("train.epochs") else int(ctx.value("train.epochs"))
     shrunk, previous = 0, None
     while True:
         model = dict(ctx.ds.cfg["model"])
@@ -260,12 +265,17 @@ def plan_patch_and_network(ctx) -> None:
             break
         smaller = [float(s) for s in shrink(patch, planes)]
         can_shrink = ctx.plans("train.patch_size") and min(smaller) >= MIN_PATCH_SIDE and shrunk < 6
-        if epochs >= planning.MIN_EPOCHS_WANTED or not can_shrink or not ctx.plans("train.epochs"):
+        if epochs >= wanted or not can_shrink:
             break
         previous = (epochs, dict(ctx.plan.settings), dict(ctx.plan.measured))
         patch, shrunk = smaller, shrunk + 1
     if ctx.plans("train.epochs"):
         planning.set_epochs(ctx, epochs)
+    elif epochs < wanted:
+        log.warning("train.epochs %d (as written) takes about %.1f min at the smallest patch the plan allows, "
+                    "over train.time_budget_min %g: training will run past the budget", wanted,
+                    wanted * ctx.plan.measured["epoch_s"] / 60 / planning.BUDGET_FOR_TRAINING,
+                    ctx.ds.cfg["train"]["time_budget_min"])
 
 
 # --------------------------------------------------------------------------- evaluation and saliency
