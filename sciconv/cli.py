@@ -28,6 +28,8 @@ STEPS = {
 UI_HELP = "start the MLflow UI over the project's store and print its address"
 SUMMARY_HELP = "one table across the configured datasets -> results/summary.md and results/summary.html"
 PREDICT_HELP = "apply a trained model to new files -> masks in the input's format and predictions.csv"
+SOURCES_HELP = ("show what sciconv sees in a folder, archive, manifest or dataset's source: samples per set, "
+                "channels, classes, formats and problems; writes nothing")
 PIPELINE = ["simulate", "ingest", "split", "preprocess", "plan", "train", "evaluate", "explain"]
 DEVICE_STEPS = {"plan", "train", "evaluate", "explain", "run"}
 
@@ -60,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p = sub.add_parser("summary", help=SUMMARY_HELP, description=SUMMARY_HELP)
     p.add_argument("--config", default="config/config.yaml", help="global config file (default: %(default)s)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p = sub.add_parser("sources", help=SOURCES_HELP, description=SOURCES_HELP)
+    p.add_argument("path", help="a data folder, an .npz archive or a manifest CSV; or a dataset name or YAML")
+    p.add_argument("--layout", choices=["folders", "paired", "manifest", "nnunet", "npz"],
+                   help="how to read PATH (default: guessed from its contents)")
+    p.add_argument("--channels", help="comma-separated channel tokens of samples kept one file per channel")
+    p.add_argument("--config", default="config/config.yaml", help="global config file, for a dataset name")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p = sub.add_parser("predict", help=PREDICT_HELP, description=PREDICT_HELP)
     p.add_argument("inputs", nargs="+", help="files or folders to predict on")
@@ -134,12 +143,18 @@ def main(argv: list[str] | None = None) -> int:
     from sciconv.io import ReadError
     from sciconv.errors import DeviceError, MissingInput, ModelConfigError, PredictError, StepBusy, TrainingError
     from sciconv.planning import PlanError
+    from sciconv.sources import SourceError
     from sciconv.steps.ingest import IngestError
     from sciconv.store import StoreError
 
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, interrupt)
     try:
+        if args.step == "sources":
+            from sciconv.steps import sources
+
+            sources.run(args.path, args.config, args.layout, args.channels)
+            return 0
         global_cfg = config.load_global(args.config)
         if args.step == "ui":
             from sciconv.tracking import tracking_uri
@@ -164,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         for step in steps:
             run_step(step, ds, args)
     except (config.ConfigError, ModelConfigError, IngestError, StoreError, ReadError, PredictError, DeviceError,
-            TrainingError, StepBusy, MissingInput, PlanError) as err:
+            TrainingError, StepBusy, MissingInput, PlanError, SourceError) as err:
         print(f"sciconv {args.step}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:

@@ -254,8 +254,11 @@ def load_dataset(name_or_path: str, global_cfg: dict, overrides: list[str] | tup
         raise ConfigError(f"{path}: key task: domain {domain!r} supports {', '.join(module.tasks)}, not {task!r}")
     if cfg["source"]["kind"] == "simulate" and not module.can_simulate:
         raise ConfigError(f"{path}: key source.kind: domain {domain!r} has no simulator; use kind: files")
+    labels_from_layout(path, cfg)
     from sciconv.tasks import task_for
 
+    if "name" not in (raw.get("model") or {}) and "name" not in module.defaults.get("model", {}):
+        cfg["model"]["name"] = task_for(task).default_network
     check_output_names(path, cfg, module, task_for(task))
     ds = DatasetConfig(name=path.stem, path=path, cfg=cfg, global_cfg=global_cfg, overrides=tuple(overrides), raw=raw)
     if ds.task.dense:
@@ -267,6 +270,26 @@ def load_dataset(name_or_path: str, global_cfg: dict, overrides: list[str] | tup
     if problem:
         raise ConfigError(f"{path}: {problem}")
     return ds
+
+
+def labels_from_layout(path: Path, cfg: dict) -> None:
+    """A layout that declares its labels (nnU-Net's dataset.json) fills classes and mask_values the
+    YAML leaves out; ones the YAML writes must agree with it."""
+    from sciconv.sources import SourceError, layout_labels
+
+    try:
+        declared = layout_labels(cfg, path)
+    except SourceError as err:
+        raise ConfigError(f"{path}: key source.path: {err}") from err
+    if declared is None:
+        return
+    names, values, where = declared
+    for key, wanted in (("classes", names), ("mask_values", values)):
+        if cfg.get(key) is not None and list(cfg[key]) != wanted:
+            raise ConfigError(f"{path}: key {key}: {cfg[key]} contradicts {where}, whose labels are "
+                              + ", ".join(f"{n}={v}" for n, v in zip(names, values))
+                              + f"; leave {key} out to take them from it")
+        cfg[key] = wanted
 
 
 def output_names(cfg: dict, domain, task) -> list[str]:

@@ -74,14 +74,14 @@ def test_files_source_keys_are_validated(project):
 
 
 def test_sample_ids_stay_unique_across_folders():
-    from pathlib import Path
-
     from sciconv.steps.ingest import sample_ids
 
-    files = [Path("/d/a/x.fits"), Path("/d/b/x.fits"), Path("/d/b/y.fits")]
-    assert sample_ids(files) == ["a__x", "b__x", "b__y"]
-    assert sample_ids([Path("/d/a/x.fits"), Path("/d/a/y.fits")]) == ["x", "y"]
-    assert np.unique(sample_ids(files)).size == 3
+    rows = [{"image": p} for p in ("/d/a/x.fits", "/d/b/x.fits", "/d/b/y.fits")]
+    assert sample_ids(rows) == ["a__x", "b__x", "b__y"]
+    assert sample_ids([{"image": "/d/a/x.fits"}, {"image": "/d/a/y.fits"}]) == ["x", "y"]
+    assert np.unique(sample_ids(rows)).size == 3
+    # a layout's own ids (nnU-Net cases, archive items) win over file names
+    assert sample_ids([{"image": "/d/c_0000.nii.gz", "id": "c"}, {"image": "/d/e_0000.nii.gz", "id": "e"}]) == ["c", "e"]
 
 
 def _corrupt(frames, masks, case):

@@ -194,6 +194,52 @@ def read_source(image_path: Path | str, mask_path: Path | str | None, source: di
     return image, meta, read_mask(mask_path, as_suffix, max_gib) if mask_path else None, label
 
 
+def read_channels(paths: list[Path | str], as_suffix: str | None = None,
+                  max_gib: float | None = None) -> tuple[np.ndarray, dict]:
+    """One sample kept as one file per channel (MRI contrasts, photometric filters, CCD amplifiers), in
+    the declared order: each file read by its own reader, all on one grid, stacked as channels. The
+    metadata are the first file's, with every file listed."""
+    parts, first_meta = [], None
+    for path in map(Path, paths):
+        image, meta = read(path, as_suffix, max_gib)
+        if parts and image.shape[1:] != parts[0].shape[1:]:
+            raise ReadError(f"{path}: channel of shape {list(image.shape[1:])}, but {paths[0]} has "
+                            f"{list(parts[0].shape[1:])}; a sample's channel files must share one grid")
+        if first_meta is not None and "affine" in meta and not np.allclose(meta["affine"], first_meta["affine"],
+                                                                           atol=1e-3):
+            raise ReadError(f"{path}: its affine differs from {paths[0]}'s; the channels of a sample must be on "
+                            "one grid: register (resample) them onto one another before ingest")
+        parts.append(image)
+        first_meta = meta if first_meta is None else first_meta
+    return np.concatenate(parts, 0), first_meta | {"channel_files": [str(p) for p in paths]}
+
+
+def read_row(row: dict, source: dict) -> tuple[np.ndarray, dict, np.ndarray | None, object, str]:
+    """(image, metadata, mask or None, label stored with it or None, content hash) of one row a layout
+    lists: one file, one file per channel (row["channels"]), or one item of an archive's split arrays
+    (row["member"]). The hash is what the duplicate check compares."""
+    import hashlib
+
+    from sciconv.runtime import sha256_file
+
+    if row.get("member"):
+        from sciconv.io.arrays import read_npz_item
+
+        with size_limit(source.get("max_image_gib")):
+            image, mask, label = read_npz_item(Path(row["image"]), row["member"], int(row["index"]),
+                                               row.get("mask_member"), row.get("label_member"))
+        meta = {"archive": row["image"], "member": row["member"], "index": int(row["index"])}
+        return image, meta, mask, label, hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
+    if row.get("channels"):
+        as_suffix, max_gib = format_suffix(source.get("format")), source.get("max_image_gib")
+        image, meta = read_channels(row["channels"], as_suffix, max_gib)
+        mask = read_mask(row["mask"], as_suffix, max_gib) if row.get("mask") else None
+        digest = hashlib.sha256("".join(sha256_file(Path(f)) for f in row["channels"]).encode()).hexdigest()
+        return image, meta, mask, None, digest
+    image, meta, mask, label = read_source(row["image"], row.get("mask"), source)
+    return image, meta, mask, label, sha256_file(Path(row["image"]))
+
+
 def stored_labels(mask: np.ndarray, values: list[int] | None) -> np.ndarray:
     """Class indices as the label values a mask file stores (mask_values, e.g. BraTS 0, 1, 2, 4), uint8."""
     return np.asarray(values, dtype=np.uint8)[mask] if values else mask.astype(np.uint8)

@@ -118,12 +118,7 @@ def read_picture(path: Path) -> tuple[np.ndarray, dict]:
 def claim_npz_member(archive, key: str, path: Path) -> None:
     """An .npz member's header, read from the zip before its data are inflated."""
     with archive.zip.open(f"{key}.npy") as member:
-        version = np.lib.format.read_magic(member)
-        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
-                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-        if read_header is None:
-            raise ReadError(f"{path}: member {key} has .npy format version {version}; save it with numpy's default")
-        shape, _, dtype = read_header(member)
+        shape, dtype, _ = _npy_header(member, path, key)
     claim(path, shape, dtype.itemsize)
 
 
@@ -185,3 +180,107 @@ def read_hdf5_sample(path: Path, image: str = "image", mask: str | None = None,
     if isinstance(label_value, bytes):
         label_value = label_value.decode()
     return array, meta, mask_array, label_value
+
+
+# --------------------------------------------------------------------------- .npz archives of whole splits
+SPLIT_PREFIXES = ("train", "val", "test")
+
+
+def npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype, bool]]:
+    """Each member's (shape, dtype, Fortran order), read from the zip without inflating any data."""
+    import zipfile
+
+    headers = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                if not name.endswith(".npy"):
+                    continue
+                with archive.open(name) as member:
+                    headers[name[:-4]] = _npy_header(member, path, name[:-4])
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+        raise ReadError(f"{path}: not a readable .npz archive ({err})") from err
+    return headers
+
+
+def _npy_header(member, path: Path, key: str):
+    version = np.lib.format.read_magic(member)
+    read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                   (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+    if read_header is None:
+        raise ReadError(f"{path}: member {key} has .npy format version {version}; save it with numpy's default")
+    shape, fortran, dtype = read_header(member)
+    if dtype.hasobject:
+        raise ReadError(f"{path}: member {key} holds Python objects; a data file must hold numbers")
+    return tuple(int(s) for s in shape), dtype, bool(fortran)
+
+
+class _MemberStream:
+    """One member's items in order: item i is the i-th block of prod(shape[1:]) values after the header,
+    so a whole split is read with one item in memory at a time."""
+
+    def __init__(self, path: Path, key: str):
+        import zipfile
+
+        self.archive = zipfile.ZipFile(path)
+        self.member = self.archive.open(f"{key}.npy")
+        self.shape, self.dtype, fortran = _npy_header(self.member, path, key)
+        if fortran or not self.shape:
+            raise ReadError(f"{path}: member {key} is stored in Fortran order (or is a scalar); items cannot be "
+                            "read one at a time: save it with np.savez(..., np.ascontiguousarray(array))")
+        self.item_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self.next = 0
+
+    def read(self, index: int) -> np.ndarray:
+        """Item `index`, at or after the last one read (zip members are read forwards)."""
+        if not 0 <= index < self.shape[0]:
+            raise ReadError(f"{self.archive.filename}: item {index} outside the {self.shape[0]} items")
+        while self.next < index:  # skipped items are read and dropped: one item in memory at a time
+            self.member.read(self.item_bytes)
+            self.next += 1
+        data = self.member.read(self.item_bytes)
+        if len(data) != self.item_bytes:
+            raise ReadError(f"{self.archive.filename}: item {index} is truncated; the archive is incomplete")
+        self.next += 1
+        return np.frombuffer(data, dtype=self.dtype).reshape(self.shape[1:])
+
+    def close(self) -> None:
+        self.member.close()
+        self.archive.close()
+
+
+_STREAMS: dict[tuple[str, str], _MemberStream] = {}
+
+
+def _item(path: Path, key: str, index: int) -> np.ndarray:
+    stream = _STREAMS.get((str(path), key))
+    if stream is None or stream.next > index:
+        if stream is not None:
+            stream.close()
+        stream = _STREAMS[(str(path), key)] = _MemberStream(path, key)
+    return stream.read(index)
+
+
+def close_npz_streams() -> None:
+    for stream in _STREAMS.values():
+        stream.close()
+    _STREAMS.clear()
+
+
+def read_npz_item(path: Path, member: str, index: int, mask_member: str | None = None,
+                  label_member: str | None = None) -> tuple[np.ndarray, np.ndarray | None, object]:
+    """Item `index` of an archive's split arrays (MedMNIST's train_images, train_labels, ...): the image
+    channels first (a trailing axis of 3 or 4 is colour), its mask or its label."""
+    try:
+        image = _item(path, member, index)
+        claim(path, image.shape, image.dtype.itemsize)
+        mask = _item(path, mask_member, index).astype(np.int64) if mask_member else None
+        label = None
+        if label_member:
+            value = _item(path, label_member, index).reshape(-1)
+            label = value[0].item()
+    except ReadError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError) as err:
+        raise ReadError(f"{path}: item {index} of {member} not readable ({type(err).__name__}: {err})") from err
+    return channels_first(np.array(image), path, colour_last=True), mask, label

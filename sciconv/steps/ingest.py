@@ -14,7 +14,8 @@ from sciconv import io as readers
 from sciconv import sources
 from sciconv.config import DatasetConfig
 from sciconv.paths import DatasetPaths
-from sciconv.runtime import Progress, atomic_write_text, log, sha256_file
+from sciconv.io.arrays import close_npz_streams
+from sciconv.runtime import Progress, atomic_write_text, log
 from sciconv.store import Sample, StoreWriter
 
 
@@ -48,9 +49,11 @@ def _check(image: np.ndarray, mask: np.ndarray | None, n_classes: int) -> str | 
     return None
 
 
-def sample_ids(files: list[Path]) -> list[str]:
-    """Sample ids: file names without suffixes, prefixed by their folders (below the common one) where names repeat."""
-    stems = [readers.file_stem(f) for f in files]
+def sample_ids(rows: list[dict]) -> list[str]:
+    """Sample ids: the layout's own (an nnU-Net case, an archive item), else file names without suffixes,
+    prefixed by their folders (below the common one) where names repeat."""
+    files = [Path(r["image"]) for r in rows]
+    stems = [r.get("id") or readers.file_stem(f) for r, f in zip(rows, files)]
     if len(set(stems)) == len(stems):
         return stems
     common = Path(os.path.commonpath([str(f.parent) for f in files]))
@@ -120,13 +123,14 @@ def label_index(label, class_names: list[str]) -> tuple[int | None, str | None]:
 def ingest_row(ds: DatasetConfig, row: dict, sample_id: str, checks: "DatasetChecks"):
     """One input row as a Sample to store, or the reason it cannot be used."""
     image_path = Path(row["image"])
-    if row.get("missing_mask"):
-        return row["missing_mask"]
+    if row.get("problem"):
+        return row["problem"]
     try:
-        image, meta, mask, stored_label = readers.read_source(image_path, row.get("mask"), ds.cfg["source"])
-        sha = sha256_file(image_path)
+        image, meta, mask, stored_label, sha = readers.read_row(row, ds.cfg["source"])
     except readers.ReadError as err:
         return str(err).removeprefix(f"{image_path}: ")
+    if row.get("channel_names"):
+        meta["channel_names"] = list(row["channel_names"])
     n_classes = len(ds.class_names)
     mask, reason = ds.task.stored_mask(mask, ds.cfg)
     reason = reason or _check(image, mask, n_classes) or checks.check(image_path, sha, image)
@@ -136,7 +140,7 @@ def ingest_row(ds: DatasetConfig, row: dict, sample_id: str, checks: "DatasetChe
         return reason or label_problem
     checks.accept(image_path, sha, image, mask, label)
     attrs = {"source": str(image_path), "sha256": sha, "meta": json.dumps(meta)}
-    for key in ("group", "target"):
+    for key in ("group", "target", "subset"):
         if row.get(key) not in (None, ""):
             attrs[key] = row[key]
     if "group" not in attrs and readers.group_of(meta):
@@ -159,13 +163,14 @@ def run(ds: DatasetConfig) -> None:
     progress = Progress("ingest", len(rows))
     with StoreWriter(paths.ingested, domain=ds.cfg["domain"], task=ds.cfg["task"],
                      class_names=ds.class_names, dataset=ds.name, stage="ingested") as store:
-        for done, (row, sample_id) in enumerate(zip(rows, sample_ids([Path(r["image"]) for r in rows])), start=1):
+        for done, (row, sample_id) in enumerate(zip(rows, sample_ids(rows)), start=1):
             result = ingest_row(ds, row, sample_id, checks)
             if isinstance(result, str):
                 rejected.append((str(row["image"]), result))
             else:
                 store.add(result)
             progress(done)
+        close_npz_streams()
         store.file_attrs["n_rejected"] = len(rejected)
         finish_checks(ds, store, checks, rejected, len(rows))
     # always written (a header alone when nothing was left out): a declared output of the step

@@ -19,7 +19,7 @@ from sciconv.store import StoreReader
 
 
 def split_groups(groups: dict[str, str], val_fraction: float, test_fraction: float,
-                 seed: int) -> dict[str, list[str]]:
+                 seed: int, fill: tuple[str, ...] = ("val", "test")) -> dict[str, list[str]]:
     """Assign each group to train/val/test, per stratum, in proportion (val and test get at least one when possible)."""
     rng = np.random.default_rng(seed)
     by_stratum: dict[str, list[str]] = defaultdict(list)
@@ -41,7 +41,7 @@ def split_groups(groups: dict[str, str], val_fraction: float, test_fraction: flo
         sets["test"] += members[: take["test"]]
         sets["val"] += members[take["test"]: take["test"] + take["val"]]
         sets["train"] += members[take["test"] + take["val"]:]
-    for name in ("val", "test"):  # tiny datasets: never leave a set empty if train can spare one
+    for name in fill:  # tiny datasets: never leave a set empty if train can spare one
         if not sets[name] and len(sets["train"]) > 1:
             sets[name].append(sets["train"].pop())
     return sets
@@ -69,7 +69,13 @@ def run(ds: DatasetConfig) -> None:
     params = ds.cfg["split"]
     with StoreReader(paths.ingested) as store:
         keys = ds.task.stratum_keys(store) if params["stratify"] else {i: "all" for i in store.ids}
-        group_of = {i: str(store.sample_attrs(i).get("group", i)) for i in store.ids}
+        attrs = {i: store.sample_attrs(i) for i in store.ids}
+    group_of = {i: str(a.get("group", i)) for i, a in attrs.items()}
+    # a layout's own split (an archive's arrays, nnU-Net's imagesTs): a group takes its first sample's
+    subset_of_group: dict[str, str] = {}
+    for sample_id, a in attrs.items():
+        if a.get("subset"):
+            subset_of_group.setdefault(group_of[sample_id], str(a["subset"]))
     frequency = Counter(keys.values())
     group_stratum: dict[str, str] = {}
     for sample_id, group in group_of.items():
@@ -77,7 +83,18 @@ def run(ds: DatasetConfig) -> None:
         current = group_stratum.get(group, keys[sample_id])
         group_stratum[group] = min(current, keys[sample_id], key=lambda key: (frequency[key], key))
     seed = derive_seed(ds.seed, ds.name, "split")
-    group_sets = split_groups(group_stratum, params["val_fraction"], params["test_fraction"], seed)
+    free = {g: s for g, s in group_stratum.items() if g not in subset_of_group}
+    group_sets = split_groups(free, params["val_fraction"], params["test_fraction"], seed)
+    if subset_of_group:
+        # the sets the source gives are kept exactly; one it does not give is drawn from its train set
+        # (nnU-Net gives imagesTr and imagesTs: val comes out of imagesTr)
+        given = {name: sorted(g for g, s in subset_of_group.items() if s == name) for name in ("train", "val", "test")}
+        missing = tuple(name for name in ("val", "test") if not given[name])
+        drawn = split_groups({g: group_stratum[g] for g in given["train"]},
+                             0.0 if given["val"] else params["val_fraction"],
+                             0.0 if given["test"] else params["test_fraction"], derive_seed(seed, "given"), missing)
+        for name in ("train", "val", "test"):
+            group_sets[name] += given[name] + drawn[name]
     extra = {}
     if params["k_folds"]:
         # Cross-validation: the test set stays aside; train + val are re-dealt into k folds and

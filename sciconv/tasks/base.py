@@ -21,6 +21,8 @@ class Task:
     selection_metric = ""
     # one output per pixel or voxel: a segmenter network, masks that are class maps
     dense = False
+    # model.name where neither the YAML nor the domain names a network
+    default_network = "densenet"
     # the dataset key that names the outputs: "classes" (class names) or "targets" (regression outputs)
     output_names = "classes"
     # config keys evaluate reads beyond sciconv.settings.DATASET_READS["evaluate"]
