@@ -1,10 +1,11 @@
 """Ingest throughput per file format against reading the same bytes raw, and ingest's peak memory at N and 10N files.
 
-    python benchmarks/ingest_throughput.py                 # 7 formats, N = 40 files of 256 x 256
+    python benchmarks/ingest_throughput.py                 # 7 formats and one archive, N = 40 images of 256 x 256
     python benchmarks/ingest_throughput.py --n 100 --size 512 --formats dicom,fits
 
 For each format the same random 16-bit images are written as N and as 10N files (half in each of
-two class folders) and ingested by the real `sciconv ingest` of a generic dataset, each run in a
+two class folders; npz_split: as one MedMNIST-style archive of split arrays, read by layout npz)
+and ingested by the real `sciconv ingest` of a generic dataset, each run in a
 fresh process whose peak resident memory is read from getrusage. "raw" reads every file's bytes
 once (after a first pass, so both see a warm page cache). Ingest must stream: its peak memory at
 10N files should stay within 1.5x of that at N. A measurement, not a test.
@@ -22,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-FORMATS = ("dicom", "nifti", "fits", "hdf5", "tiff", "png", "npy")
+FORMATS = ("dicom", "nifti", "fits", "hdf5", "tiff", "png", "npy", "npz_split")
 CONFIG_FORMAT = {"png": "image"}  # source.format's name for pictures (PNG, JPEG)
 SUFFIX = {"dicom": ".dcm", "nifti": ".nii.gz", "fits": ".fits", "hdf5": ".h5", "tiff": ".tif", "png": ".png",
-          "npy": ".npy"}
+          "npy": ".npy", "npz_split": ".npz"}
 
 
 def write(fmt: str, path: Path, image: np.ndarray, index: int) -> None:
@@ -60,7 +61,24 @@ def write(fmt: str, path: Path, image: np.ndarray, index: int) -> None:
         np.save(path, image)
 
 
+def make_archive(folder: Path, n: int, size: int, seed: int) -> list[Path]:
+    """The n images as one archive of whole splits (70/15/15), labels (n, 1) as MedMNIST ships them."""
+    path = folder / "data" / "splits.npz"
+    if not path.exists():
+        rng = np.random.default_rng(seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        counts = {"train": n - 2 * (n * 15 // 100), "val": n * 15 // 100, "test": n * 15 // 100}
+        arrays = {}
+        for split, k in counts.items():
+            arrays[f"{split}_images"] = rng.integers(0, 4096, size=(k, size, size)).astype(np.uint16)
+            arrays[f"{split}_labels"] = (np.arange(k) % 2)[:, None].astype(np.uint8)
+        np.savez(path, **arrays)
+    return [path]
+
+
 def make_files(fmt: str, folder: Path, n: int, size: int, seed: int) -> list[Path]:
+    if fmt == "npz_split":
+        return make_archive(folder, n, size, seed)
     rng = np.random.default_rng(seed)
     files = []
     for i in range(n):
@@ -97,9 +115,10 @@ def ingest(folder: Path, fmt: str) -> tuple[float, int]:
     (folder / "config").mkdir(exist_ok=True)
     (folder / "config/config.yaml").write_text(yaml.safe_dump({"datasets": ["bench"], "results_dir": str(folder / "results"),
                                                               "mlflow_tracking_uri": f"sqlite:///{folder}/mlflow.db"}))
+    source = ({"kind": "files", "layout": "npz", "path": "../data/splits.npz"} if fmt == "npz_split" else
+              {"kind": "files", "layout": "folders", "path": "../data", "format": CONFIG_FORMAT.get(fmt, fmt)})
     (folder / "config/bench.yaml").write_text(yaml.safe_dump({
-        "domain": "generic", "task": "classification", "classes": ["a", "b"],
-        "source": {"kind": "files", "layout": "folders", "path": "../data", "format": CONFIG_FORMAT.get(fmt, fmt)}}))
+        "domain": "generic", "task": "classification", "classes": ["a", "b"], "source": source}))
     out = subprocess.run([sys.executable, "-c", INGEST, str(folder / "config/bench.yaml"),
                           str(folder / "config/config.yaml")], capture_output=True, text=True, cwd=folder)
     result = [line for line in out.stdout.splitlines() if line.startswith("RESULT")]
@@ -128,6 +147,7 @@ def main() -> None:
             read_raw(files)  # warm the page cache for both measurements
             raw_s, nbytes = read_raw(files)
             ingest_s, peak = ingest(folder, fmt)
+            # files/s counts images (an archive's items) so that the formats compare
             row |= {f"files_{label}": n, f"mb_{label}": nbytes / 1e6, f"raw_files_s_{label}": n / raw_s,
                     f"ingest_files_s_{label}": n / ingest_s, f"ingest_mb_s_{label}": nbytes / 1e6 / ingest_s,
                     f"raw_mb_s_{label}": nbytes / 1e6 / raw_s, f"peak_mb_{label}": peak / 1e6}

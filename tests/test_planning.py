@@ -214,7 +214,7 @@ def test_an_unseen_3d_dataset_read_as_generic_trains_from_a_short_yaml(tmp_path,
     yaml_text = ("domain: generic\ntask: segmentation\nclasses: [background, necrotic_core, edema, enhancing]\n"
                  "mask_values: [0, 1, 2, 4]\nregions: {wt: [necrotic_core, edema, enhancing]}\n"
                  f"source: {{kind: files, layout: manifest, manifest: {tmp_path}/results/mri_files/raw/manifest.csv}}\n"
-                 "train: {epochs: 20, patch_size: [24, 24, 24]}\n")
+                 "train: {epochs: 12, patch_size: [24, 24, 24]}\n")
     assert len(yaml_text.splitlines()) < 10
     (tmp_path / "config/datasets/brain.yaml").write_text(yaml_text)
     (tmp_path / "config/config.yaml").write_text(yaml.safe_dump({"datasets": ["brain"], "seed": 3, "device": "cpu"}))
