@@ -12,7 +12,7 @@ from sciconv.paths import DatasetPaths
 from sciconv.runtime import atomic_write_text, log
 from sciconv.tasks import task_for
 
-STEPS = ("simulate", "ingest", "split", "preprocess", "train", "evaluate", "explain")
+STEPS = ("simulate", "ingest", "split", "preprocess", "plan", "train", "evaluate", "explain")
 
 
 def dataset_row(name: str, global_cfg: dict) -> dict:
