@@ -166,6 +166,24 @@ def test_dicom_series_assembled_by_position_not_by_name(tmp_path):
     for index, z in enumerate(sorted(planes)):
         np.testing.assert_allclose(image[0, index], planes[z])
     assert meta["spacing"] == [2.5, *(float(v) for v in template.PixelSpacing)]
+    # the RAS affine maps array index (slice, row, column) to where DICOM puts that voxel
+    row_mm, column_mm = (float(v) for v in template.PixelSpacing)
+    affine = np.asarray(meta["affine"])
+    np.testing.assert_allclose(affine @ [2, 3, 4, 1], [-(4 * column_mm), -(3 * row_mm), 5.0, 1])
+
+
+@pytest.mark.parametrize("damage, message", [("missing", "a slice is missing between positions 2.5 and 7.5 mm"),
+                                             ("duplicate", "two slices share the position 5 mm")])
+def test_a_damaged_dicom_series_names_the_gap_or_the_duplicate(tmp_path, damage, message):
+    template = pydicom.dcmread(sample("MR_small.dcm"))
+    positions = {"missing": (0.0, 2.5, 7.5, 10.0), "duplicate": (0.0, 2.5, 5.0, 5.0)}[damage]
+    for index, z in enumerate(positions):
+        ds = template.copy()
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [0.0, 0.0, z]
+        ds.save_as(tmp_path / f"slice_{index}.dcm")
+    with pytest.raises(io.ReadError, match=message):
+        io.read(tmp_path)
 
 
 def test_dicom_multiframe_is_a_volume(tmp_path):

@@ -128,8 +128,15 @@ def read_dicom_series(folder: Path) -> tuple[np.ndarray, dict]:
             raise ReadError(f"{path}: slice shape {plane.shape} differs from {planes[0].shape} in the series")
         planes.append(plane)
     steps = np.diff(positions[order])
-    if len(steps) and np.any(steps <= 0):
-        raise ReadError(f"{folder}: two slices share a position; is a series duplicated?")
+    if len(steps) and np.any(steps <= 1e-3):
+        shared = float(positions[order][1:][steps <= 1e-3][0])
+        raise ReadError(f"{folder}: two slices share the position {shared:g} mm along the slice normal; "
+                        "a slice is duplicated (or two acquisitions were copied into one folder)")
+    if len(steps) > 1 and np.any(steps > 1.5 * np.median(steps)):
+        gap = int(np.argmax(steps))
+        raise ReadError(f"{folder}: a slice is missing between positions {positions[order][gap]:g} and "
+                        f"{positions[order][gap + 1]:g} mm (the step is {steps[gap]:g} mm, the series' "
+                        f"{np.median(steps):g} mm); copy the whole series")
     meta = {k: _json_value(getattr(slices[0][1], k)) for k in KEPT_KEYWORDS
             if k in slices[0][1] and k != "ImagePositionPatient"}
     row_spacing, col_spacing = (float(v) for v in getattr(slices[0][1], "PixelSpacing", [1.0, 1.0]))
@@ -137,4 +144,18 @@ def read_dicom_series(folder: Path) -> tuple[np.ndarray, dict]:
                        row_spacing, col_spacing]
     meta["n_slices"] = len(planes)
     meta["first_position"] = [float(v) for v in slices[order[0]][1].ImagePositionPatient]
+    meta["affine"] = series_affine(orientation, meta["first_position"], meta["spacing"]).tolist()
     return np.stack(planes)[None], meta
+
+
+def series_affine(orientation: np.ndarray, first_position, spacing) -> np.ndarray:
+    """The RAS affine of the (slice, row, column) array: DICOM places column i, row j of slice k at
+    IPP + i * dcol * X + j * drow * Y + k * dslice * N in LPS (X, Y: ImageOrientationPatient's row and
+    column directions, N their cross product); RAS flips the first two axes."""
+    row_direction, column_direction = orientation[:3], orientation[3:]
+    normal = np.cross(row_direction, column_direction)
+    slice_step, row_spacing, column_spacing = spacing
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1], lps[:3, 2] = normal * slice_step, column_direction * row_spacing, row_direction * column_spacing
+    lps[:3, 3] = first_position
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
