@@ -124,6 +124,36 @@ def call_step(step: str, ds, args) -> None:
     module.run(ds, **kwargs)
 
 
+PROJECT_COMMANDS = ("sources", "ui", "summary", "predict")
+
+
+def project_command(args) -> int:
+    """The commands that take no dataset: sources, ui, summary, predict."""
+    from sciconv import config
+
+    if args.step == "sources":
+        from sciconv.steps import sources
+
+        sources.run(args.path, args.config, args.layout, args.channels)
+        return 0
+    global_cfg = config.load_global(args.config)
+    from sciconv.tracking import tracking_uri
+
+    if args.step == "ui":
+        from sciconv.ui import serve
+
+        return serve(tracking_uri(global_cfg), args.host, args.port)
+    if args.step == "summary":
+        from sciconv.steps import summary
+
+        summary.run(global_cfg)
+        return 0
+    from sciconv.steps import predict
+
+    predict.run(args.model, args.inputs, args.out, args.device, tracking_uri(global_cfg), args.on_bad_input)
+    return 0
+
+
 def interrupt(signum, frame) -> None:
     """SIGTERM (what Snakemake and schedulers send) and SIGINT stop a step the same way (StepInterrupted)."""
     from sciconv.errors import StepInterrupted
@@ -150,28 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, interrupt)
     try:
-        if args.step == "sources":
-            from sciconv.steps import sources
-
-            sources.run(args.path, args.config, args.layout, args.channels)
-            return 0
+        if args.step in PROJECT_COMMANDS:
+            return project_command(args)
         global_cfg = config.load_global(args.config)
-        if args.step == "ui":
-            from sciconv.tracking import tracking_uri
-            from sciconv.ui import serve
-
-            return serve(tracking_uri(global_cfg), args.host, args.port)
-        if args.step == "summary":
-            from sciconv.steps import summary
-
-            summary.run(global_cfg)
-            return 0
-        if args.step == "predict":
-            from sciconv.steps import predict
-            from sciconv.tracking import tracking_uri
-
-            predict.run(args.model, args.inputs, args.out, args.device, tracking_uri(global_cfg), args.on_bad_input)
-            return 0
         ds = config.load_dataset(args.dataset, global_cfg, args.overrides)
         steps = PIPELINE if args.step == "run" else [args.step]
         if args.step == "run" and ds.cfg["source"]["kind"] != "simulate":

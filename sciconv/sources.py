@@ -201,9 +201,9 @@ def npz_rows(archive: Path) -> list[dict]:
         n = images[0][0]
         row = {"image": str(archive), "member": f"{subset}_images", "subset": subset}
         for key in (f"{subset}_masks", f"{subset}_labels"):
-            shape = headers.get(key, ((),))[0]
             if key not in headers:
                 continue
+            shape = headers[key][0]
             if shape[0] != n:
                 raise SourceError(f"{archive}: {key} holds {shape[0]} items for {n} in {subset}_images")
             if len(shape) == 1 or shape[1:] == (1,):
@@ -283,9 +283,8 @@ def detect_layout(path: Path) -> dict:
     if (path / "dataset.json").is_file():
         return {"kind": "files", "layout": "nnunet", "path": str(path)}
     if (path / "images").is_dir() and (path / "masks").is_dir():
-        return {"kind": "files", "layout": "paired", "path": str(path), "images": "images", "masks": "masks",
-                "pattern": "*"}
-    return {"kind": "files", "layout": "folders", "path": str(path), "pattern": "*"}
+        return {"kind": "files", "layout": "paired", "path": str(path)}
+    return {"kind": "files", "layout": "folders", "path": str(path)}
 
 
 def describe(src: dict, base: Path, class_names: list[str] | None, where: str) -> list[str]:

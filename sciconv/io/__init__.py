@@ -217,7 +217,15 @@ def read_channels(paths: list[Path | str], as_suffix: str | None = None,
 def read_row(row: dict, source: dict) -> tuple[np.ndarray, dict, np.ndarray | None, object, str]:
     """(image, metadata, mask or None, label stored with it or None, content hash) of one row a layout
     lists: one file, one file per channel (row["channels"]), or one item of an archive's split arrays
-    (row["member"]). The hash is what the duplicate check compares."""
+    (row["member"]). The hash is what the duplicate check compares; the channel names a layout
+    declares (row["channel_names"]) join the metadata."""
+    image, meta, mask, label, digest = _read_row(row, source)
+    if row.get("channel_names"):
+        meta["channel_names"] = list(row["channel_names"])
+    return image, meta, mask, label, digest
+
+
+def _read_row(row: dict, source: dict):
     import hashlib
 
     from sciconv.runtime import sha256_file

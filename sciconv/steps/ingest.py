@@ -129,8 +129,6 @@ def ingest_row(ds: DatasetConfig, row: dict, sample_id: str, checks: "DatasetChe
         image, meta, mask, stored_label, sha = readers.read_row(row, ds.cfg["source"])
     except readers.ReadError as err:
         return str(err).removeprefix(f"{image_path}: ")
-    if row.get("channel_names"):
-        meta["channel_names"] = list(row["channel_names"])
     n_classes = len(ds.class_names)
     mask, reason = ds.task.stored_mask(mask, ds.cfg)
     reason = reason or _check(image, mask, n_classes) or checks.check(image_path, sha, image)

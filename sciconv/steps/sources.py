@@ -21,10 +21,12 @@ def run(target: str, config_path: str, layout: str | None = None, channels: str 
         lines = sources.describe(ds.cfg["source"], ds.path.resolve().parent, ds.class_names, str(ds.path))
         print("\n".join([f"dataset: {ds.name} ({ds.path})"] + lines))
         return
-    src = sources.detect_layout(path)
+    from sciconv.config import load_schema, schema_defaults
+
+    # the schema's defaults (pattern, images, masks, channel_pattern) under what was detected or given
+    src = schema_defaults(load_schema("dataset")["$defs"]["files_source"]) | sources.detect_layout(path)
     if layout:
-        src = {"kind": "files", "layout": layout, "path": str(path), "images": "images", "masks": "masks",
-               "pattern": "*", "manifest": str(path)}
+        src |= {"layout": layout, "path": str(path), "manifest": str(path)}
     if channels:
-        src |= {"channels": [c.strip() for c in channels.split(",") if c.strip()], "channel_pattern": "{id}_{channel}"}
+        src["channels"] = [c.strip() for c in channels.split(",") if c.strip()]
     print("\n".join([f"path: {path.resolve()}"] + sources.describe(src, Path.cwd(), None, str(path))))

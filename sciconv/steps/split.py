@@ -71,7 +71,7 @@ def run(ds: DatasetConfig) -> None:
         keys = ds.task.stratum_keys(store) if params["stratify"] else {i: "all" for i in store.ids}
         attrs = {i: store.sample_attrs(i) for i in store.ids}
     group_of = {i: str(a.get("group", i)) for i, a in attrs.items()}
-    # a layout's own split (an archive's arrays, nnU-Net's imagesTs): a group takes its first sample's
+    # a layout's own split (an archive's arrays, nnU-Net's imagesTs); a group takes its first sample's set
     subset_of_group: dict[str, str] = {}
     for sample_id, a in attrs.items():
         if a.get("subset"):
