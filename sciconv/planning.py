@@ -279,7 +279,8 @@ def schedule(ctx: Context, model_args: dict, spatial: list[int], samples_per_epo
         batch, reason = batch_limits(ctx, spatial, first.bytes_per_sample, multiple)
         ctx.plan.set("train.batch_size", batch, reason)
     batch = int(ctx.value("train.batch_size"))
-    measured = probe(model_args, spatial, batch, ctx.device, amp) if batch != 2 else first
+    # timed afresh even at batch 2: one step (all the memory probe takes) is too noisy on a shared machine
+    measured = probe(model_args, spatial, batch, ctx.device, amp)
     steps = math.ceil(samples_per_epoch / batch)
     # validation: a forward pass (about a third of a step) per input-sized window, every val_every epochs
     val_s = ctx.n_val * eval_inputs_per_val_sample * measured.step_s / batch / 3 / ctx.ds.cfg["train"]["val_every"]
