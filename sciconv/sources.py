@@ -58,7 +58,8 @@ def manifest_rows(manifest: Path) -> list[dict]:
         for key in ("image", "mask"):
             if row.get(key):
                 row[key] = str(_resolve(manifest.parent, row[key])[0])
-    return rows
+    return [expanded for row in rows
+            for expanded in (expand_series(row) if Path(row["image"]).is_dir() else [row])]
 
 
 # --------------------------------------------------------------------------- channels in separate files
@@ -98,12 +99,49 @@ def channel_rows(files: list[Path], channels: list[str], pattern: str) -> list[d
 
 
 def _samples(src: dict, folder: Path) -> list[dict]:
-    """The image rows of one folder: a row per file, or per sample of channel files."""
+    """The image rows of one folder: a row per file, or per sample of channel files, and a row per
+    DICOM series in its series folders."""
     files = _files(folder, src["pattern"])
     if src.get("channels"):
         return [row | {"channel_names": src["channels"]}
-                for row in channel_rows(files, src["channels"], src["channel_pattern"])]
-    return [{"image": str(f)} for f in files]
+                for row in channel_rows(files, src["channels"], src["channel_pattern"])] + series_rows(folder)
+    return [{"image": str(f)} for f in files] + series_rows(folder)
+
+
+# --------------------------------------------------------------------------- DICOM series
+def sample_name(path: Path | str) -> str:
+    """A sample's name from its path: a file's stem (scan.nii.gz -> scan), a series folder's whole name
+    (series folders are often named by their UID, 1.2.840...)."""
+    return Path(path).name if Path(path).is_dir() else file_stem(path)
+
+
+def series_rows(folder: Path) -> list[dict]:
+    """The DICOM series in the subfolders of `folder` that hold slices: one row per series, so a folder
+    exported with a localiser and a scan in it gives two samples, {name}_series1, _series2 in the
+    order of their SeriesNumber."""
+    from sciconv.io.dicom import is_series_folder
+
+    rows = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if is_series_folder(sub):
+            rows += expand_series({"image": str(sub)})
+    return rows
+
+
+def expand_series(row: dict) -> list[dict]:
+    """A row whose image is a folder of DICOM slices as one row per series in it."""
+    from sciconv.io import ReadError
+    from sciconv.io.dicom import series_in
+
+    folder = Path(row["image"])
+    try:
+        groups = series_in(folder)
+    except ReadError as err:
+        return [row | {"problem": str(err).removeprefix(f"{folder}: ")}]
+    if len(groups) == 1:
+        return [row]
+    return [row | {"series": uid, "id": f"{row.get('id') or folder.name}_series{n}"}
+            for n, uid in enumerate(groups, 1)]
 
 
 # --------------------------------------------------------------------------- nnU-Net and Decathlon folders
@@ -258,7 +296,7 @@ def layout_rows(src: dict, base: Path, class_names: list[str], where: str) -> tu
         else:  # paired
             masks = {file_stem(m): m for m in _files(folder / src["masks"], src["pattern"])}
             for row in _samples(src, folder / src["images"]):
-                name = row.get("id") or file_stem(row["image"])
+                name = row.get("id") or sample_name(row["image"])
                 mask = masks.get(name)
                 # A missing mask is left for ingest to report with the other bad inputs.
                 rows.append(row | ({"mask": str(mask)} if mask else
@@ -310,7 +348,7 @@ def describe(src: dict, base: Path, class_names: list[str] | None, where: str) -
     masks = sum(bool(r.get("mask") or r.get("mask_member")) for r in good)
     if masks:
         lines.append(f"with masks: {masks}")
-    suffixes = Counter(_ending(Path(r["image"])) for r in good)
+    suffixes = Counter("DICOM series" if Path(r["image"]).is_dir() else _ending(Path(r["image"])) for r in good)
     lines.append("formats: " + ", ".join(f"{s or '(none)'} {n}" for s, n in sorted(suffixes.items())))
     if unlabelled:
         lines.append(f"imagesTs without labelsTs: {len(unlabelled)} cases left for `sciconv predict`")

@@ -162,14 +162,19 @@ def test_dicom_series_assembled_by_position_not_by_name(tmp_path):
         ds.save_as(series / f"slice_{int(10 - z)}.dcm")
         planes[z] = values * float(ds.RescaleSlope) + float(ds.RescaleIntercept) if "RescaleSlope" in ds else values
     image, meta = io.read(series)
-    assert image.shape == (1, 3, *template.pixel_array.shape)
+    # read in RAS order, as a NIfTI volume is: columns (DICOM +x, toward the left) reversed to run to
+    # the right, rows (+y, posterior) reversed to run anterior, slices (+z) superior, as written
+    rows, columns = template.pixel_array.shape
+    assert image.shape == (1, columns, rows, 3) and meta["orientation"] == "RAS"
     for index, z in enumerate(sorted(planes)):
-        np.testing.assert_allclose(image[0, index], planes[z])
-    assert meta["spacing"] == [2.5, *(float(v) for v in template.PixelSpacing)]
-    # the RAS affine maps array index (slice, row, column) to where DICOM puts that voxel
+        np.testing.assert_allclose(image[0, :, :, index], planes[z][::-1, ::-1].T)
     row_mm, column_mm = (float(v) for v in template.PixelSpacing)
+    assert meta["spacing"] == [column_mm, row_mm, 2.5]
+    # the affine maps each array index to where DICOM puts that voxel (column i, row j: IPP + i X + j Y)
     affine = np.asarray(meta["affine"])
-    np.testing.assert_allclose(affine @ [2, 3, 4, 1], [-(4 * column_mm), -(3 * row_mm), 5.0, 1])
+    i, j, k = 4, 3, 2
+    lps = np.array([i * column_mm, j * row_mm, 2.5 * k])
+    np.testing.assert_allclose(affine @ [columns - 1 - i, rows - 1 - j, k, 1], [-lps[0], -lps[1], lps[2], 1])
 
 
 @pytest.mark.parametrize("damage, message", [("missing", "a slice is missing between positions 2.5 and 7.5 mm"),

@@ -157,8 +157,13 @@ def test_concurrent_gpu_jobs_each_take_their_own_device(tmp_path):
 def test_six_datasets_in_parallel_share_one_fresh_sqlite_store(project, tool_env):
     """--cores 4 over six datasets against a store that does not exist yet: every run is logged, none fails."""
     names = [f"ccd_{letter}" for letter in "abcdef"]
-    cfg = shrunk_ccd_config(n_frames=12, size=64, epochs=1)
-    cfg["source"]["events_per_frame"]["alpha"] = 1.0  # so that each dataset's 12 frames hold every class
+    simulated = shrunk_ccd_config(n_frames=12, size=64, epochs=1)
+    simulated["source"]["events_per_frame"]["alpha"] = 1.0  # so that each dataset's 12 frames hold every class
+    (project / "config/datasets/ccd_micro.yaml").write_text(yaml.safe_dump(simulated))
+    assert sciconv(project, tool_env, "simulate", "ccd_micro").returncode == 0
+    # the six read the same simulated files: the store is under test here, not six simulations
+    cfg = simulated | {"source": {"kind": "files", "layout": "manifest",
+                                  "manifest": str(project / "results/ccd_micro/raw/manifest.csv")}}
     for name in names:
         (project / f"config/datasets/{name}.yaml").write_text(yaml.safe_dump(cfg))
     config = yaml.safe_load((project / "config/config.yaml").read_text())

@@ -22,9 +22,11 @@ import numpy as np
 
 Reader = Callable[[Path], "tuple[np.ndarray, dict]"]
 _READERS: dict[str, Reader] = {}
-# (mask, source file, source metadata, preprocessed-grid attrs, target path without suffix) -> path written
-MaskWriter = Callable[[np.ndarray, Path, dict, dict, Path], Path]
+# (mask, source file, source metadata, preprocessed-grid attrs, target path without suffix, stored label
+# values, class names) -> path written
+MaskWriter = Callable[[np.ndarray, Path, dict, dict, Path, "list[int] | None", "list[str] | None"], Path]
 _MASK_WRITERS: dict[str, tuple[MaskWriter, bool]] = {}
+SERIES_FOLDER = "<dicom series folder>"  # (lower case, as suffixes are kept) the key a writer for sources that are folders of slices registers
 # A format named in a dataset's source.format picks the reader of one of its suffixes.
 FORMAT_SUFFIX = {"dicom": ".dcm", "nifti": ".nii", "fits": ".fits", "hdf5": ".h5", "tiff": ".tif",
                  "image": ".png", "npy": ".npy"}
@@ -214,38 +216,53 @@ def read_channels(paths: list[Path | str], as_suffix: str | None = None,
     return np.concatenate(parts, 0), first_meta | {"channel_files": [str(p) for p in paths]}
 
 
-def read_row(row: dict, source: dict) -> tuple[np.ndarray, dict, np.ndarray | None, object, str]:
+def read_row(row: dict, source: dict, digest: bool = True) -> tuple[np.ndarray, dict, np.ndarray | None, object, str]:
     """(image, metadata, mask or None, label stored with it or None, content hash) of one row a layout
-    lists: one file, one file per channel (row["channels"]), or one item of an archive's split arrays
-    (row["member"]). The hash is what the duplicate check compares; the channel names a layout
-    declares (row["channel_names"]) join the metadata."""
-    image, meta, mask, label, digest = _read_row(row, source)
-    if row.get("channel_names"):
-        meta["channel_names"] = list(row["channel_names"])
-    return image, meta, mask, label, digest
-
-
-def _read_row(row: dict, source: dict):
+    lists: one file, one file per channel (row["channels"]), one item of an archive's split arrays
+    (row["member"]), or one DICOM series among several in a folder (row["series"]). The hash is what
+    the duplicate check compares (None without `digest`); the channel names a layout declares
+    (row["channel_names"]) join the metadata."""
     import hashlib
 
     from sciconv.runtime import sha256_file
 
+    image, meta, mask, label, hashed = _read_row(row, source)
+    if row.get("channel_names"):
+        meta["channel_names"] = list(row["channel_names"])
+    if not digest:
+        return image, meta, mask, label, None
+    if isinstance(hashed, np.ndarray):
+        return image, meta, mask, label, hashlib.sha256(np.ascontiguousarray(hashed).tobytes()).hexdigest()
+    if len(hashed) == 1:
+        return image, meta, mask, label, sha256_file(hashed[0])
+    return image, meta, mask, label, hashlib.sha256("".join(sha256_file(f) for f in hashed).encode()).hexdigest()
+
+
+def _read_row(row: dict, source: dict):
+    """What read_row returns, with what the hash covers in place of the hash: the array itself, or the files."""
+    as_suffix, max_gib = format_suffix(source.get("format")), source.get("max_image_gib")
     if row.get("member"):
         from sciconv.io.arrays import read_npz_item
 
-        with size_limit(source.get("max_image_gib")):
+        with size_limit(max_gib):
             image, mask, label = read_npz_item(Path(row["image"]), row["member"], int(row["index"]),
                                                row.get("mask_member"), row.get("label_member"))
         meta = {"archive": row["image"], "member": row["member"], "index": int(row["index"])}
-        return image, meta, mask, label, hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
+        return image, meta, mask, label, image
     if row.get("channels"):
-        as_suffix, max_gib = format_suffix(source.get("format")), source.get("max_image_gib")
         image, meta = read_channels(row["channels"], as_suffix, max_gib)
         mask = read_mask(row["mask"], as_suffix, max_gib) if row.get("mask") else None
-        digest = hashlib.sha256("".join(sha256_file(Path(f)) for f in row["channels"]).encode()).hexdigest()
-        return image, meta, mask, None, digest
-    image, meta, mask, label = read_source(row["image"], row.get("mask"), source)
-    return image, meta, mask, label, sha256_file(Path(row["image"]))
+        return image, meta, mask, None, [Path(f) for f in row["channels"]]
+    path = Path(row["image"])
+    if path.is_dir():  # a DICOM series: the folder's only one, or row["series"] among several
+        from sciconv.io.dicom import read_dicom_series, series_files
+
+        with size_limit(max_gib):
+            image, meta = read_dicom_series(path, row.get("series"))
+        mask = read_mask(row["mask"], None, max_gib) if row.get("mask") else None
+        return image, meta, mask, None, series_files(path, row.get("series"))
+    image, meta, mask, label = read_source(path, row.get("mask"), source)
+    return image, meta, mask, label, [path]
 
 
 def stored_labels(mask: np.ndarray, values: list[int] | None) -> np.ndarray:
@@ -255,14 +272,16 @@ def stored_labels(mask: np.ndarray, values: list[int] | None) -> np.ndarray:
 
 def write_mask(mask: np.ndarray, source: Path | str, target_stem: Path, meta: dict | None = None,
                grid: dict | None = None, values: list[int] | None = None,
-               onto_source_grid_only: bool = False) -> Path | None:
+               onto_source_grid_only: bool = False, class_names: list[str] | None = None) -> Path | None:
     """A predicted class map (on the preprocessed grid) written in the source's own format where that
     format has a mask writer, else as .npy; target_stem is the path without suffix. meta is the
     source's metadata, grid the preprocessing attrs (its affine), values maps class index -> stored
-    label value. With onto_source_grid_only, only writers that map back onto the source grid write,
-    and None says there was none."""
+    label value, class_names names the classes (a DICOM SEG labels its segments). With
+    onto_source_grid_only, only writers that map back onto the source grid write, and None says
+    there was none."""
     source = Path(source)
-    writer, onto_source_grid = _MASK_WRITERS.get(_suffix(source, _MASK_WRITERS), (None, False))
+    key = SERIES_FOLDER if source.is_dir() else _suffix(source, _MASK_WRITERS)
+    writer, onto_source_grid = _MASK_WRITERS.get(key, (None, False))
     if onto_source_grid_only and not onto_source_grid:
         return None
     target_stem.parent.mkdir(parents=True, exist_ok=True)
@@ -270,7 +289,7 @@ def write_mask(mask: np.ndarray, source: Path | str, target_stem: Path, meta: di
         target = target_stem.with_name(target_stem.name + ".npy")
         np.save(target, stored_labels(mask, values))
         return target
-    return writer(mask, source, meta or {}, grid or {}, target_stem, values)
+    return writer(mask, source, meta or {}, grid or {}, target_stem, values, class_names)
 
 
 def read_mask(path: Path | str, as_suffix: str | None = None, max_gib: float | None = None) -> np.ndarray:
@@ -283,4 +302,4 @@ def read_mask(path: Path | str, as_suffix: str | None = None, max_gib: float | N
 
 
 # Readers register on import.
-from sciconv.io import arrays, dicom, fits, nifti  # noqa: E402,F401
+from sciconv.io import arrays, dicom, dicom_seg, fits, nifti  # noqa: E402,F401

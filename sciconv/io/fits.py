@@ -113,7 +113,7 @@ def read_fits(path: Path, assemble: bool | None = None) -> tuple[np.ndarray, dic
 
 @register_mask_writer(".fits", ".fit", ".fts", ".fits.gz", ".fits.fz")
 def write_fits_mask(mask: np.ndarray, source: Path, meta: dict, grid: dict, target_stem: Path,
-                    values: list[int] | None = None) -> Path:
+                    values: list[int] | None = None, class_names: list[str] | None = None) -> Path:
     """The class map as a FITS image carrying the source's header keywords (exposure, gain, ...), so
     the usual astronomy tools read it beside its frame."""
     stored = stored_labels(mask, values)

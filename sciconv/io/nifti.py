@@ -66,7 +66,7 @@ def resized_affine(affine, shape, new_shape) -> np.ndarray:
 
 @register_mask_writer(".nii", ".nii.gz", onto_source_grid=True)
 def write_nifti_mask(mask: np.ndarray, source: Path, meta: dict, grid: dict, target_stem: Path,
-                     values: list[int] | None = None) -> Path:
+                     values: list[int] | None = None, class_names: list[str] | None = None) -> Path:
     """The mask back on the source file's grid and affine, through the preprocessed grid's affine
     (grid['affine']) or, where preprocessing gave none, the read (canonical) grid resized to the mask."""
     affine = grid.get("affine")
@@ -92,8 +92,9 @@ def write_mask_on_source(mask: np.ndarray, mask_affine, source: Path | str, targ
 
     source_img = nib.load(str(source))
     to_mask_voxels = np.linalg.inv(np.asarray(mask_affine, float)) @ source_img.affine
+    # grid-constant, not constant: a voxel centre a rounding error outside the edge keeps its edge value
     on_source = ndimage.affine_transform(mask.astype(np.uint8), to_mask_voxels[:3, :3], to_mask_voxels[:3, 3],
-                                         output_shape=source_img.shape[:3], order=0, mode="constant", cval=0)
+                                         output_shape=source_img.shape[:3], order=0, mode="grid-constant", cval=0)
     on_source = stored_labels(on_source, values)
     out = nib.Nifti1Image(on_source.astype(np.uint8), source_img.affine)
     out.header.set_xyzt_units("mm")

@@ -53,7 +53,7 @@ def sample_ids(rows: list[dict]) -> list[str]:
     """Sample ids: the layout's own (an nnU-Net case, an archive item), else file names without suffixes,
     prefixed by their folders (below the common one) where names repeat."""
     files = [Path(r["image"]) for r in rows]
-    stems = [r.get("id") or readers.file_stem(f) for r, f in zip(rows, files)]
+    stems = [r.get("id") or sources.sample_name(f) for r, f in zip(rows, files)]
     if len(set(stems)) == len(stems):
         return stems
     common = Path(os.path.commonpath([str(f.parent) for f in files]))
@@ -138,7 +138,7 @@ def ingest_row(ds: DatasetConfig, row: dict, sample_id: str, checks: "DatasetChe
         return reason or label_problem
     checks.accept(image_path, sha, image, mask, label)
     attrs = {"source": str(image_path), "sha256": sha, "meta": json.dumps(meta)}
-    for key in ("group", "target", "subset"):
+    for key in ("group", "target", "subset", "series"):  # series: which SeriesInstanceUID of a DICOM folder
         if row.get(key) not in (None, ""):
             attrs[key] = row[key]
     if "group" not in attrs and readers.group_of(meta):

@@ -20,6 +20,7 @@ import io as text_io
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,38 +40,72 @@ class BadInput(Exception):
     """One input cannot be predicted on; the message says why, for rejected.csv or the error."""
 
 
-def expand_inputs(inputs: list[str]) -> list[Path]:
-    files: list[Path] = []
+@dataclass(frozen=True)
+class Input:
+    """One thing to predict on: a file, a DICOM series folder, or one series (`series`, its
+    SeriesInstanceUID) among several in a folder, which `name` tells apart in the outputs."""
+
+    path: Path
+    series: str | None = None
+    name: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.path} (series {self.series})" if self.series else str(self.path)
+
+
+def expand_inputs(inputs: list[str]) -> list[Input]:
+    """Files as themselves; a folder's files and, for each folder of DICOM slices in it, each series as
+    one volume (never its slices one by one)."""
+    from sciconv.io.dicom import is_series_folder
+    from sciconv.sources import expand_series
+
+    found: list[Input] = []
+
+    def walk(folder: Path) -> None:
+        if is_series_folder(folder):
+            found.extend(Input(folder, row.get("series"), row.get("id")) for row in expand_series({"image": str(folder)}))
+            return
+        for entry in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
+            if entry.is_dir():
+                walk(entry)
+            elif entry.is_file():
+                found.append(Input(entry))
+
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            walk(path)
         elif path.is_file():
-            files.append(path)
+            found.append(Input(path))
         else:
             raise PredictError(f"{item}: no such file or folder")
-    if not files:
+    if not found:
         raise PredictError("no input files")
-    return list(dict.fromkeys(files))  # a file named twice (as itself and inside its folder) is predicted once
+    return list(dict.fromkeys(found))  # a file named twice (as itself and inside its folder) is predicted once
 
 
-def output_stems(files: list[Path]) -> dict[Path, Path]:
+def output_stems(inputs: list[Input]) -> dict[Input, Path]:
     """Each input's output path without suffix, relative to the out folder: its path below the inputs'
     common folder, named by its stem, or by its whole name where two inputs in one folder share a stem
     (scan.png and scan.tif). Distinct files have distinct relative paths, and a whole name (with a dot)
-    never equals a stem (without one), so two inputs cannot map to one output."""
-    resolved = [f.resolve() for f in files]
+    never equals a stem (without one), so two inputs cannot map to one output. A series folder is
+    named by its whole name (often a UID with dots), one of several series by {folder}_series{n}."""
+    resolved = [i.path.resolve() for i in inputs]
     common = Path(os.path.commonpath([str(r.parent) for r in resolved]))
     relative = [r.relative_to(common) for r in resolved]
+
+    def stem_of(item: Input, rel: Path) -> str:
+        return item.name or (rel.name if item.path.is_dir() else readers.file_stem(rel))
+
     stem_count: dict[tuple[Path, str], int] = {}
-    for rel in relative:
-        key = (rel.parent, readers.file_stem(rel))
+    for item, rel in zip(inputs, relative):
+        key = (rel.parent, stem_of(item, rel))
         stem_count[key] = stem_count.get(key, 0) + 1
     stems = {}
-    for file, rel in zip(files, relative):
-        stem = readers.file_stem(rel)
+    for item, rel in zip(inputs, relative):
+        stem = stem_of(item, rel)
         name = stem if stem_count[(rel.parent, stem)] == 1 else rel.name
-        stems[file] = rel.parent / f"{name}_mask"
+        stems[item] = rel.parent / f"{name}_mask"
     return stems
 
 
@@ -105,10 +140,12 @@ class Predictor:
         self.domain = get_domain(self.cfg["domain"])
         self.staging, self.out_dir = staging, out_dir
 
-    def row(self, source: Path, stem: Path) -> list:
+    def row(self, item: Input, stem: Path) -> list:
         """The predictions.csv row of one input; raises BadInput for an input it cannot take."""
+        source = item.path
         try:
-            image, meta, _, _ = readers.read_source(source, None, self.cfg["source"])
+            image, meta, _, _, _ = readers.read_row({"image": str(source), "series": item.series},
+                                                    self.cfg["source"], digest=False)
         except readers.ReadError as err:
             raise BadInput(str(err).removeprefix(f"{source}: ")) from err
         channels, dims = expected_input(self.checkpoint)
@@ -118,10 +155,11 @@ class Predictor:
         check_fits(prepared.shape, self.checkpoint, "preprocessed into")
 
         def write_mask(mask: np.ndarray) -> Path:
-            written = readers.write_mask(mask, source, self.staging / stem, meta, grid, self.cfg.get("mask_values"))
+            written = readers.write_mask(mask, source, self.staging / stem, meta, grid, self.cfg.get("mask_values"),
+                                         class_names=self.checkpoint["class_names"])
             return self.out_dir / written.relative_to(self.staging)
 
-        return [str(source), *self.task.prediction_row(self.net, prepared, self.checkpoint, self.dev, write_mask)]
+        return [str(item), *self.task.prediction_row(self.net, prepared, self.checkpoint, self.dev, write_mask)]
 
 
 def run(model: str, inputs: list[str], out: str, device: str = "auto", tracking_uri: str = "",
@@ -134,7 +172,7 @@ def run(model: str, inputs: list[str], out: str, device: str = "auto", tracking_
         raise PredictError(str(err)) from err
     out_dir = Path(out)
     # an out folder inside an input folder holds earlier predictions: they are not inputs
-    files = [f for f in expand_inputs(inputs) if out_dir.resolve() not in f.resolve().parents]
+    files = [f for f in expand_inputs(inputs) if out_dir.resolve() not in f.path.resolve().parents]
     if not files:
         raise PredictError(f"no input files outside the out folder {out_dir}")
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -304,7 +304,7 @@ def evaluate(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> tu
             row["dice_mean"] = float(np.mean([row[f"dice_{r}"] for r in regions]))
             baseline_rows.append(region_metrics(classical, truth, regions, spacing))
         rows.append(row)
-        written += write_predicted_mask(prediction, record, ds.cfg, out_dir.parent / "predicted_masks")
+        written += write_predicted_mask(prediction, record, ds, out_dir.parent / "predicted_masks")
     metrics = segmentation_metrics(model_counts, class_names)
     baseline = segmentation_metrics(baseline_counts, class_names, prefix="baseline_")
     metrics |= {k: v for k, v in baseline.items() if k != "baseline_iou_mean"}
@@ -332,16 +332,17 @@ def prediction_row(net, image: np.ndarray, checkpoint: dict, device, write_mask)
     return [str(target), *np.bincount(mask.ravel(), minlength=len(checkpoint["class_names"])).tolist()]
 
 
-def write_predicted_mask(prediction: np.ndarray, record: dict, cfg: dict, out_dir) -> list:
-    """Where the source's format can hold a mask on the source file's own grid (NIfTI), the predicted
-    mask written there with its label values, to overlay the source in a viewer."""
+def write_predicted_mask(prediction: np.ndarray, record: dict, ds, out_dir) -> list:
+    """Where the source's format can hold a mask on the source file's own grid (NIfTI, a DICOM series),
+    the predicted mask written there with its label values, to overlay the source in a viewer."""
     from sciconv import io as readers
 
     source = record["attrs"].get("source")
     if not source:
         return []
-    written = readers.write_mask(prediction, source, Path(out_dir) / f"{record['id']}_pred",
-                                 grid=record["attrs"], values=cfg.get("mask_values"), onto_source_grid_only=True)
+    written = readers.write_mask(prediction, source, Path(out_dir) / f"{record['id']}_pred", grid=record["attrs"],
+                                 values=ds.cfg.get("mask_values"), onto_source_grid_only=True,
+                                 class_names=ds.class_names)
     return [written] if written else []
 
 
