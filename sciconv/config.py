@@ -266,10 +266,32 @@ def load_dataset(name_or_path: str, global_cfg: dict, overrides: list[str] | tup
     check_network_for_task(path, cfg)
     if cfg["explain"]["method"] is None:  # each task's own default saliency method
         cfg["explain"]["method"] = ds.task.explain_methods[0]
+    resolve_tta(path, cfg, ds)
     problem = ds.task.check_config(cfg)
     if problem:
         raise ConfigError(f"{path}: {problem}")
     return ds
+
+
+def resolve_tta(path: Path, cfg: dict, ds) -> None:
+    """evaluate.tta and tta_axes as inference uses them: the task's default where tta is null (mirror when
+    axes are named), the axes the domain's augmentation flips where tta_axes is null, and [] for none."""
+    evaluate = cfg["evaluate"]
+    if evaluate["tta"] is None:
+        evaluate["tta"] = "mirror" if evaluate["tta_axes"] else ds.task.default_tta
+    allowed = ds.domain.mirror_axes(cfg["augment"])
+    if evaluate["tta"] == "none":
+        evaluate["tta_axes"] = []
+        return
+    if evaluate["tta_axes"] is None:
+        evaluate["tta_axes"] = list(allowed)
+        return
+    forbidden = sorted(set(evaluate["tta_axes"]) - set(allowed))
+    if forbidden:
+        raise ConfigError(f"{path}: key evaluate.tta_axes: axis {', '.join(map(str, forbidden))} is not one the "
+                          f"{cfg['domain']} domain's augmentation flips (with these augment settings it flips "
+                          f"{', '.join(map(str, allowed)) or 'none'}); a network never trained mirrored there "
+                          "must not be averaged over that mirror; leave tta_axes out to take the allowed axes")
 
 
 def labels_from_layout(path: Path, cfg: dict) -> None:

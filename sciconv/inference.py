@@ -58,26 +58,65 @@ def segment_logits(net: torch.nn.Module, images: torch.Tensor, patch_size, devic
     return logits.float()
 
 
-def segment(net, image: np.ndarray, patch_size, device, amp: bool = True) -> np.ndarray:
+def mirror_combinations(axes) -> list[tuple[int, ...]]:
+    """Every subset of the spatial axes to flip together, the identity first: 2^k passes, as nnU-Net mirrors."""
+    from itertools import combinations
+
+    axes = tuple(axes or ())
+    return [subset for n in range(len(axes) + 1) for subset in combinations(axes, n)]
+
+
+def tta_axes(cfg: dict) -> tuple[int, ...]:
+    """The spatial axes test-time mirroring flips for a dataset's resolved config (none when tta is none;
+    a checkpoint from before evaluate.tta existed has none)."""
+    evaluate = cfg.get("evaluate") or {}
+    return tuple(evaluate.get("tta_axes") or ()) if evaluate.get("tta") == "mirror" else ()
+
+
+@torch.no_grad()
+def segment_probabilities(net: torch.nn.Module, images: torch.Tensor, patch_size, device: torch.device,
+                          amp: bool = True, mirror_axes=()) -> torch.Tensor:
+    """Softmax class probabilities over whole images (B, C, *spatial), averaged over the mirrored inputs
+    (each flipped back before it is added)."""
+    total = None
+    for flipped in mirror_combinations(mirror_axes):
+        dims = [axis + 2 for axis in flipped]
+        logits = segment_logits(net, images.flip(dims) if dims else images, patch_size, device, amp)
+        probabilities = torch.softmax(logits.flip(dims) if dims else logits, dim=1)
+        total = probabilities if total is None else total + probabilities
+    return total / len(mirror_combinations(mirror_axes))
+
+
+def segment(net, image: np.ndarray, patch_size, device, amp: bool = True, mirror_axes=()) -> np.ndarray:
     """Integer class map of one image (C, *spatial)."""
-    logits = segment_logits(net, torch.from_numpy(np.ascontiguousarray(image))[None], patch_size, device, amp)
-    return logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
+    probabilities = segment_probabilities(net, torch.from_numpy(np.ascontiguousarray(image))[None], patch_size,
+                                          device, amp, mirror_axes)
+    return probabilities.argmax(1)[0].cpu().numpy().astype(np.uint8)
 
 
 @torch.no_grad()
 def batched_outputs(net: torch.nn.Module, images: list[np.ndarray], device: torch.device, amp: bool = True,
-                    batch_size: int = 16) -> torch.Tensor:
-    """Raw outputs (N, K) of an image-level network over whole images, in batches, on the CPU in fp32."""
+                    batch_size: int = 16, mirror_axes=(), activation=None) -> torch.Tensor:
+    """Outputs (N, K) of an image-level network over whole images, in batches, on the CPU in fp32: the
+    activation of the raw outputs (none: as they are), averaged over the mirrored inputs."""
     net.eval()
+    combos = mirror_combinations(mirror_axes)
     out = []
     for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(np.stack(images[start:start + batch_size])).float().to(device)
-        with autocast(device, amp):
-            out.append(net(batch).float().cpu())
+        total = None
+        for flipped in combos:
+            dims = [axis + 2 for axis in flipped]
+            with autocast(device, amp):
+                raw = net(batch.flip(dims) if dims else batch).float()
+            value = activation(raw) if activation else raw
+            total = value if total is None else total + value
+        out.append((total / len(combos)).cpu())
     return torch.cat(out) if out else torch.zeros((0, 0))
 
 
 def predict_probabilities(net: torch.nn.Module, images: list[np.ndarray], device: torch.device, amp: bool = True,
-                          batch_size: int = 16) -> np.ndarray:
-    """Softmax class probabilities (N, K) of whole images."""
-    return torch.softmax(batched_outputs(net, images, device, amp, batch_size), dim=1).numpy()
+                          batch_size: int = 16, mirror_axes=()) -> np.ndarray:
+    """Softmax class probabilities (N, K) of whole images (averaged over the mirrored inputs)."""
+    return batched_outputs(net, images, device, amp, batch_size, mirror_axes,
+                           activation=lambda raw: torch.softmax(raw, dim=1)).numpy()

@@ -77,22 +77,56 @@ def hd95_mm(prediction: np.ndarray, truth: np.ndarray, spacing) -> float:
     return float(distance.item())
 
 
+def surface_dice(prediction: np.ndarray, truth: np.ndarray, tolerance_mm: float, spacing) -> float:
+    """Normalised surface Dice of two boolean masks (Nikolov et al. 2021, MONAI's compute_surface_dice): the
+    share of both surfaces within tolerance_mm of the other. Undefined (NaN) when both are empty, 0 when
+    only one is: nothing found where something is, or something where nothing is."""
+    import warnings
+
+    import torch
+    from monai.metrics import compute_surface_dice
+
+    has_prediction, has_truth = bool(prediction.any()), bool(truth.any())
+    if not has_prediction and not has_truth:
+        return float("nan")
+    if not has_prediction or not has_truth:
+        return 0.0
+    as_onehot = lambda m: torch.from_numpy(np.stack([~m, m]))[None].float()  # noqa: E731
+    with warnings.catch_warnings():
+        # MONAI 1.5 passes its own deprecated argument to get_mask_edges inside compute_surface_dice
+        warnings.filterwarnings("ignore", message=".*get_mask_edges:always_return_as_numpy", category=FutureWarning)
+        value = compute_surface_dice(as_onehot(prediction), as_onehot(truth), [float(tolerance_mm)],
+                                     spacing=[float(s) for s in spacing])
+    return float(value.item())
+
+
 def region_metrics(prediction: np.ndarray, truth: np.ndarray, regions: dict[str, list[int]],
-                   spacing=None) -> dict[str, float]:
-    """dice_<region> (and hd95_<region> in mm when spacing is given) of one case's class maps."""
+                   spacing=None, tolerance_mm: float | None = None) -> dict[str, float]:
+    """dice_<region> (and hd95_<region> in mm when spacing is given, nsd_<region> when a surface tolerance
+    is too) of one case's class maps."""
     out = {}
     for name, members in regions.items():
         predicted, true = np.isin(prediction, members), np.isin(truth, members)
         out[f"dice_{name}"] = dice(predicted, true)
         if spacing is not None:
             out[f"hd95_{name}"] = hd95_mm(predicted, true, spacing)
+            if tolerance_mm is not None:
+                out[f"nsd_{name}"] = surface_dice(predicted, true, tolerance_mm, spacing)
     return out
 
 
+def mean_defined(rows: list[dict], key: str) -> float:
+    """The mean of a per-case metric over the cases where it is defined (NaN where none is)."""
+    values = [r[key] for r in rows if key in r and np.isfinite(r[key])]
+    return float(np.mean(values)) if values else float("nan")
+
+
 def mean_over_cases(rows: list[dict], regions: dict, prefix: str = "") -> dict[str, float]:
-    """The mean of each region metric over cases, and dice_mean over the regions."""
-    keys = [k for k in rows[0] if k.startswith(("dice_", "hd95_")) and k.split("_", 1)[1] in regions] if rows else []
-    out = {f"{prefix}{k}": float(np.mean([r[k] for r in rows])) for k in keys}
+    """The mean of each region metric over cases (NSD over the cases where it is defined), and dice_mean
+    over the regions."""
+    keys = [k for k in rows[0] if k.startswith(("dice_", "hd95_", "nsd_")) and k.split("_", 1)[1] in regions] if rows else []
+    out = {f"{prefix}{k}": mean_defined(rows, k) if k.startswith("nsd_") else float(np.mean([r[k] for r in rows]))
+           for k in keys}
     out[f"{prefix}dice_mean"] = float(np.mean([out[f"{prefix}dice_{r}"] for r in regions])) if rows else float("nan")
     return out
 
@@ -169,6 +203,41 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, thresh
            "balanced_accuracy": balanced_accuracy_score(labels, predicted) if len(labels) else np.nan,
            "sensitivity": sensitivity, "specificity": specificity}
     return {f"{prefix}{k}": float(v) for k, v in out.items()}
+
+
+def calibration_metrics(probabilities: np.ndarray, labels: np.ndarray, bins: int = 10, prefix: str = "") -> dict:
+    """Expected calibration error and Brier score. Binary: the positive-class probability against the
+    positive rate in `bins` equal-width bins (ECE = sum over bins of |rate - mean probability| weighted
+    by the bin's share), Brier the mean squared error of that probability; more classes: the top-class
+    confidence against accuracy, and the multi-class Brier (sum over classes, Brier 1950)."""
+    probabilities, labels = np.asarray(probabilities, float), np.asarray(labels).astype(int)
+    if not len(labels):
+        return {f"{prefix}ece": float("nan"), f"{prefix}brier": float("nan")}
+    if probabilities.shape[1] == 2:
+        confidence, outcome = positive_scores(probabilities), (labels == 1).astype(float)
+        brier = float(np.mean((confidence - outcome) ** 2))
+    else:
+        confidence = probabilities.max(1)
+        outcome = (probabilities.argmax(1) == labels).astype(float)
+        brier = float(np.mean(((probabilities - np.eye(probabilities.shape[1])[labels]) ** 2).sum(1)))
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    ece = sum(abs(outcome[which == b].mean() - confidence[which == b].mean()) * np.mean(which == b)
+              for b in range(bins) if np.any(which == b))
+    return {f"{prefix}ece": float(ece), f"{prefix}brier": brier}
+
+
+def bootstrap_interval(statistic, n: int, samples: int, seed: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of statistic(indices) over n test cases resampled with replacement.
+    Resamples where the statistic is undefined (one class only, for AUROC) are left out; with fewer
+    than half defined, or n < 2, the interval is undefined (NaN, NaN)."""
+    if samples <= 0 or n < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    values = [v for v in (statistic(rng.integers(0, n, n)) for _ in range(samples)) if np.isfinite(v)]
+    if len(values) < samples / 2:
+        return float("nan"), float("nan")
+    tail = (1 - confidence) / 2
+    return float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail))
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:

@@ -27,8 +27,11 @@ DATASET_READS: dict[str, tuple[str, ...]] = {
     "plan": ("domain", "task", "classes", "targets", "mask_values", "regions", "model", "train", "augment"),
     "train": ("domain", "task", "classes", "targets", "mask_values", "regions", "model", "train", "augment",
               "init_from"),
-    "evaluate": ("domain", "task", "classes", "targets", "mask_values", "regions", "baseline", "model", "train"),
-    "explain": ("domain", "task", "classes", "targets", "regions", "model", "train", "explain"),
+    "evaluate": ("domain", "task", "classes", "targets", "mask_values", "regions", "baseline", "model", "train",
+                 "evaluate"),
+    # the predictions explain draws use the test-time augmentation evaluate uses
+    "explain": ("domain", "task", "classes", "targets", "regions", "model", "train", "explain", "evaluate.tta",
+                "evaluate.tta_axes"),
 }
 # Global keys each step reads. The seed draws simulated samples, the split and the initial weights;
 # the device decides the numbers a model computes (bf16 on a GPU). The tracking URI, threads and

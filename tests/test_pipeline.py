@@ -67,6 +67,7 @@ def test_summary_lists_each_dataset_with_its_costs(workflow_run):
                 "| lightcone_micro | lightcone | regression | densenet | r2_mean |"):
         assert row in summary
     assert "ccd_micro/saliency/" in (project / "results/summary.html").read_text()
+    assert "| 95% interval |" in summary
     # the rules' benchmark records reach the summary: wall time and peak memory of each of the eight steps
     assert (project / "results/benchmarks/train/ccd_micro.tsv").is_file()
     costs = summary[summary.index("## Time and peak memory per step"):].splitlines()
@@ -80,6 +81,9 @@ def test_segmentation_metrics_sit_beside_the_baseline(workflow_run):
         "dice_mean", "iou_mean", "baseline_dice_tritium", "baseline_dice_mean", "n_test", "mlflow_run_id"}
     assert expected <= set(metrics)
     assert 0.0 <= metrics["baseline_dice_mean"] <= 1.0 and metrics["n_test"] >= 1
+    # surface Dice at two pixels (the frames carry no spacing), and the interval of the headline metric
+    assert metrics["surface_tolerance_mm"] == 2.0 and {f"nsd_{c}" for c in ("tritium", "track")} <= set(metrics)
+    assert 0.0 <= metrics["dice_mean_ci_low"] <= metrics["dice_mean_ci_high"] <= 1.0
 
 
 def test_the_mlflow_run_holds_params_metrics_artifacts_and_system_metrics(workflow_run):
@@ -138,6 +142,7 @@ def test_the_mammography_classifier_reads_dicom_and_registers_its_model(workflow
     assert {"auroc", "pr_auc", "balanced_accuracy", "sensitivity", "specificity", "threshold", "n_test",
             "n_test_positive", "baseline_auroc", "saliency_hit_rate", "mlflow_run_id"} <= set(metrics)
     assert metrics["n_test_positive"] >= 1
+    assert 0.0 <= metrics["ece"] <= 1.0 and 0.0 <= metrics["brier"] <= 1.0
     plots = {a.path.split("/")[-1] for a in client.list_artifacts(metrics["mlflow_run_id"], "plots")}
     assert {"roc.png", "precision_recall.png", "confusion_matrix.png", "calibration.png",
             "training_curves.png"} <= plots

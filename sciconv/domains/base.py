@@ -66,6 +66,13 @@ preprocess key of the target voxel size; when the YAML leaves it null the planne
     def augment_specs(self, params: dict) -> list[dict]:
         return self.module.augment_specs(params)
 
+    def mirror_axes(self, augment_params: dict) -> tuple[int, ...]:
+        """The spatial axes the domain's augmentation flips with these settings: the mirrorings the network
+        learnt to be indifferent to, so the only ones test-time mirroring may use (a light-cone's line of
+        sight and a mammogram's left-right are never among them)."""
+        return tuple(sorted({int(spec["axis"]) for spec in self.augment_specs(augment_params)
+                             if spec["kind"] == "flip"}))
+
     def baseline(self, image: np.ndarray, attrs: dict, cfg: dict, needs: str) -> Baseline:
         """The classical result for one sample; `needs` ('mask', 'score or features', 'features') is what
         the task will read, checked here so a domain that cannot serve a task says so by name."""

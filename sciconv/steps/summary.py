@@ -20,12 +20,16 @@ def dataset_row(name: str, global_cfg: dict) -> dict:
     paths = DatasetPaths(ds.results_dir)
     metric = task_for(ds.cfg["task"]).headline_metric
     row = {"dataset": name, "domain": ds.cfg["domain"], "task": ds.cfg["task"], "model": ds.cfg["model"]["name"],
-           "metric": metric, "value": None, "baseline": None, "n_test": None, "train_s": None, "run": None,
+           "metric": metric, "value": None, "interval": None, "baseline": None, "n_test": None, "train_s": None,
+           "run": None,
            "n_rejected": None, "plots": []}
     if paths.metrics.is_file():
         metrics = json.loads(paths.metrics.read_text())
         row |= {"value": metrics.get(metric), "baseline": metrics.get(f"baseline_{metric}"),
                 "n_test": metrics.get("n_test"), "run": metrics.get("mlflow_run_id")}
+        low, high = metrics.get(f"{metric}_ci_low"), metrics.get(f"{metric}_ci_high")
+        if low is not None and high is not None:
+            row["interval"] = f"{low:.3f}-{high:.3f}"
     if (paths.model_dir / "run.json").is_file():
         import torch
 
@@ -78,10 +82,11 @@ def _fmt(value, digits: int = 3) -> str:
 def run(global_cfg: dict) -> None:
     rows = [dataset_row(name, global_cfg) for name in global_cfg["datasets"]]
     root = Path(global_cfg["results_dir"])
-    header = ["dataset", "domain", "task", "model", "metric", "value", "baseline", "n_test", "training (s)",
-              "rejected inputs", "MLflow run"]
-    cells = [[r["dataset"], r["domain"], r["task"], r["model"], r["metric"], _fmt(r["value"]), _fmt(r["baseline"]),
-              _fmt(r["n_test"]), _fmt(r["train_s"], 0), _fmt(r["n_rejected"]), _fmt(r["run"])] for r in rows]
+    header = ["dataset", "domain", "task", "model", "metric", "value", "95% interval", "baseline", "n_test",
+              "training (s)", "rejected inputs", "MLflow run"]
+    cells = [[r["dataset"], r["domain"], r["task"], r["model"], r["metric"], _fmt(r["value"]), _fmt(r["interval"]),
+              _fmt(r["baseline"]), _fmt(r["n_test"]), _fmt(r["train_s"], 0), _fmt(r["n_rejected"]), _fmt(r["run"])]
+             for r in rows]
     md = ["# sciconv summary", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(c) + " |" for c in cells]
     md += costs_table(rows)

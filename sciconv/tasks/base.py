@@ -23,6 +23,8 @@ class Task:
     dense = False
     # model.name where neither the YAML nor the domain names a network
     default_network = "densenet"
+    # evaluate.tta where the YAML leaves it out
+    default_tta = "none"
     # the dataset key that names the outputs: "classes" (class names) or "targets" (regression outputs)
     output_names = "classes"
     # config keys evaluate reads beyond sciconv.settings.DATASET_READS["evaluate"]
@@ -104,6 +106,18 @@ class Task:
             return (f"key explain.method: {cls.name} honours {', '.join(cls.explain_methods)}, not {method!r}"
                     + (f" ({cls.explain_note})" if cls.explain_note else ""))
         return None
+
+
+def headline_interval(ds, statistic, n: int) -> dict[str, float]:
+    """The 95% bootstrap interval of the task's headline metric over the n test cases
+    (<metric>_ci_low, <metric>_ci_high): statistic(indices) recomputes the metric on a resample. Our test
+    sets are small (a dozen positive mammograms), so a point value alone misleads."""
+    from sciconv.metrics import bootstrap_interval
+    from sciconv.runtime import derive_seed
+
+    low, high = bootstrap_interval(statistic, n, ds.cfg["evaluate"]["bootstrap_samples"],
+                                   derive_seed(ds.global_cfg["seed"], ds.name, "bootstrap"))
+    return {f"{ds.task.headline_metric}_ci_low": low, f"{ds.task.headline_metric}_ci_high": high}
 
 
 def training_records(ds) -> list[dict]:

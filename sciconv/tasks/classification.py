@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from sciconv.metrics import choose_threshold, classification_metrics, decisions, positive_scores
-from sciconv.tasks.base import Task, fit_on_baseline_features
+from sciconv.metrics import (calibration_metrics, choose_threshold, classification_metrics, decisions,
+                             positive_scores)
+from sciconv.tasks.base import Task, fit_on_baseline_features, headline_interval
 
 
-def predict_probabilities(net, images, device, amp: bool = True):
+def predict_probabilities(net, images, device, amp: bool = True, mirror_axes=()):
     from sciconv.inference import predict_probabilities as softmax_outputs
 
-    return softmax_outputs(net, images, device, amp)
+    return softmax_outputs(net, images, device, amp, mirror_axes=mirror_axes)
 
 
 def build_loss(strategy: str, labels: list[int], n_classes: int, focal_gamma: float):
@@ -182,7 +183,10 @@ def prediction_columns(checkpoint: dict) -> list[str]:
 
 
 def prediction_row(net, image: np.ndarray, checkpoint: dict, device, write_mask) -> list:
-    probabilities = predict_probabilities(net, [image], device, checkpoint["config"]["train"]["amp"])
+    from sciconv.inference import tta_axes
+
+    probabilities = predict_probabilities(net, [image], device, checkpoint["config"]["train"]["amp"],
+                                          tta_axes(checkpoint["config"]))
     threshold = checkpoint.get("threshold")
     decided = int(decisions(probabilities, threshold)[0])
     return [*[f"{p:.6f}" for p in probabilities[0]], "" if threshold is None else f"{threshold:.6f}",
@@ -198,9 +202,14 @@ def evaluate(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> tu
 
     class_names = checkpoint["class_names"]
     labels = np.array([int(r["label"]) for r in test])
-    probabilities = predict_probabilities(net, [r["image"] for r in test], device, ds.cfg["train"]["amp"])
+    from sciconv.inference import tta_axes
+
+    probabilities = predict_probabilities(net, [r["image"] for r in test], device, ds.cfg["train"]["amp"],
+                                          tta_axes(ds.cfg))
     threshold = checkpoint.get("threshold")
-    metrics = classification_metrics(probabilities, labels, threshold)
+    metrics = classification_metrics(probabilities, labels, threshold) | calibration_metrics(probabilities, labels)
+    metrics |= headline_interval(ds, lambda idx: classification_metrics(probabilities[idx], labels[idx])["auroc"],
+                                 len(test))
     baseline_scores = baseline_positive_scores(ds, test)
     binary = len(class_names) == 2
     both = len(np.unique(labels)) == 2
@@ -226,7 +235,10 @@ def explain(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> lis
 
     params = ds.cfg["explain"]
     layer = target_layer(net, checkpoint, params)
-    probabilities = predict_probabilities(net, [r["image"] for r in test], device, amp=False)
+    from sciconv.inference import tta_axes
+
+    probabilities = predict_probabilities(net, [r["image"] for r in test], device, amp=False,
+                                          mirror_axes=tta_axes(ds.cfg))
     scores = positive_scores(probabilities)
     threshold = checkpoint.get("threshold")
     labels = np.array([int(r["label"]) for r in test])

@@ -14,7 +14,7 @@ import json
 
 import numpy as np
 
-from sciconv.tasks.base import Task, fit_on_baseline_features
+from sciconv.tasks.base import Task, fit_on_baseline_features, headline_interval
 
 
 def target_vector(attrs: dict, names: list[str]) -> np.ndarray:
@@ -44,13 +44,13 @@ def r2_rmse(predicted: np.ndarray, truth: np.ndarray, names: list[str], prefix: 
 
 
 def predict(net, images: list[np.ndarray], device, amp: bool, mean: np.ndarray, std: np.ndarray,
-            batch_size: int = 8) -> np.ndarray:
-    """Network outputs back in physical units."""
+            batch_size: int = 8, mirror_axes=()) -> np.ndarray:
+    """Network outputs back in physical units (averaged over the mirrored inputs)."""
     from sciconv.inference import batched_outputs
 
     if not images:
         return np.zeros((0, len(mean)))
-    return batched_outputs(net, images, device, amp, batch_size).numpy() * std + mean
+    return batched_outputs(net, images, device, amp, batch_size, mirror_axes).numpy() * std + mean
 
 
 class Regression(Task):
@@ -123,8 +123,10 @@ def prediction_columns(checkpoint: dict) -> list[str]:
 
 def prediction_row(net, image: np.ndarray, checkpoint: dict, device, write_mask) -> list:
     """The targets in physical units, through the scaler saved with the model."""
+    from sciconv.inference import tta_axes
+
     values = predict(net, [image], device, checkpoint["config"]["train"]["amp"], np.array(checkpoint["target_mean"]),
-                     np.array(checkpoint["target_std"]))[0]
+                     np.array(checkpoint["target_std"]), mirror_axes=tta_axes(checkpoint["config"]))[0]
     return [f"{v:.6g}" for v in values]
 
 
@@ -134,8 +136,12 @@ def evaluate(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> tu
     names = checkpoint["target_names"]
     mean, std = np.array(checkpoint["target_mean"]), np.array(checkpoint["target_std"])
     truth = np.stack([target_vector(r["attrs"], names) for r in test])
-    predicted = predict(net, [r["image"] for r in test], device, ds.cfg["train"]["amp"], mean, std)
+    from sciconv.inference import tta_axes
+
+    predicted = predict(net, [r["image"] for r in test], device, ds.cfg["train"]["amp"], mean, std,
+                        mirror_axes=tta_axes(ds.cfg))
     metrics = r2_rmse(predicted, truth, names)
+    metrics |= headline_interval(ds, lambda idx: r2_rmse(predicted[idx], truth[idx], names)["r2_mean"], len(test))
     classical = baseline_predictions(ds, test, names)
     baseline = r2_rmse(classical, truth, names, prefix="baseline_")
     metrics |= {k: v for k, v in baseline.items() if k.startswith("baseline_r2")}

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sciconv.metrics import ConfusionCounts, mean_over_cases, region_indices, region_metrics, segmentation_metrics
-from sciconv.tasks.base import Task
+from sciconv.metrics import (ConfusionCounts, mean_defined, mean_over_cases, region_indices, region_metrics,
+                             segmentation_metrics, surface_dice)
+from sciconv.tasks.base import Task, headline_interval
 
 
 def build_loss(name: str):
@@ -34,6 +35,8 @@ def build_loss(name: str):
 class Segmentation(Task):
     name = "segmentation"
     headline_metric = "dice_mean"
+    # averaging over mirrored inputs is nnU-Net's default at inference; it costs 2^k passes
+    default_tta = "mirror"
     selection_metric = "val_dice_mean"
     dense = True
     default_network = "unet"
@@ -283,26 +286,33 @@ def evaluate(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> tu
     """Pooled Dice per class of the model and of the classical baseline; per-image Dice (and per-case
     region Dice and HD95 in mm when the dataset has regions); the plots and predicted masks written."""
     from sciconv import plots
-    from sciconv.inference import segment
+    from sciconv.inference import segment, tta_axes
 
     class_names = checkpoint["class_names"]
     regions = region_indices(ds.cfg["regions"], class_names) if ds.cfg.get("regions") else None
     model_counts, baseline_counts = ConfusionCounts(len(class_names)), ConfusionCounts(len(class_names))
-    rows, baseline_rows, written = [], [], []
+    rows, baseline_rows, per_image, written = [], [], [], []
     for record in test:
-        prediction = segment(net, record["image"], checkpoint["patch_size"], device, ds.cfg["train"]["amp"])
+        prediction = segment(net, record["image"], checkpoint["patch_size"], device, ds.cfg["train"]["amp"],
+                             tta_axes(ds.cfg))
         classical = ds.domain.baseline(record["image"], record["attrs"], ds.cfg, Segmentation.baseline_needs).mask
         truth = record["mask_channel"][0]
         model_counts.update(prediction, truth)
         baseline_counts.update(classical, truth)
         one = ConfusionCounts(len(class_names))
         one.update(prediction, truth)
+        per_image.append(one.matrix)
         row = {"id": record["id"], **segmentation_metrics(one, class_names)}
+        # the grid's spacing in mm where preprocessing gives one (MRI), else one unit per pixel
+        spacing = record["attrs"].get("spacing") or [1.0] * truth.ndim
+        tolerance = ds.cfg["evaluate"]["surface_tolerance_mm"] or 2 * min(spacing)
         if regions:
-            spacing = record["attrs"].get("spacing") or [1.0] * truth.ndim
-            row |= region_metrics(prediction, truth, regions, spacing)
+            row |= region_metrics(prediction, truth, regions, spacing, tolerance)
             row["dice_mean"] = float(np.mean([row[f"dice_{r}"] for r in regions]))
             baseline_rows.append(region_metrics(classical, truth, regions, spacing))
+        else:
+            row |= {f"nsd_{name}": surface_dice(prediction == c, truth == c, tolerance, spacing)
+                    for c, name in enumerate(class_names) if c > 0}
         rows.append(row)
         written += write_predicted_mask(prediction, record, ds, out_dir.parent / "predicted_masks")
     metrics = segmentation_metrics(model_counts, class_names)
@@ -310,6 +320,21 @@ def evaluate(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> tu
     metrics |= {k: v for k, v in baseline.items() if k != "baseline_iou_mean"}
     if regions:
         metrics |= mean_over_cases(rows, regions) | mean_over_cases(baseline_rows, regions, prefix="baseline_")
+        case_dice = np.array([r["dice_mean"] for r in rows])
+        metrics |= headline_interval(ds, lambda idx: float(case_dice[idx].mean()), len(test))
+    else:
+        metrics |= {f"nsd_{name}": mean_defined(rows, f"nsd_{name}") for name in class_names[1:]}
+        matrices = np.stack(per_image)
+
+        def pooled_dice_mean(idx):
+            counts = ConfusionCounts(len(class_names))
+            counts.matrix = matrices[idx].sum(0)
+            return segmentation_metrics(counts, class_names)["dice_mean"]
+
+        metrics |= headline_interval(ds, pooled_dice_mean, len(test))
+    nsd = [v for k, v in metrics.items() if k.startswith("nsd_") and np.isfinite(v)]
+    metrics["nsd_mean"] = float(np.mean(nsd)) if nsd else float("nan")
+    metrics["surface_tolerance_mm"] = float(tolerance)  # the last case's: one value unless spacings differ
     metrics["n_test"] = len(test)
     what = "mean over regions" if regions else "mean over foreground classes present"
     written.append(plots.bar_per_case(out_dir, [r["id"] for r in rows], [r["dice_mean"] for r in rows],
@@ -325,9 +350,10 @@ def prediction_columns(checkpoint: dict) -> list[str]:
 
 
 def prediction_row(net, image: np.ndarray, checkpoint: dict, device, write_mask) -> list:
-    from sciconv.inference import segment
+    from sciconv.inference import segment, tta_axes
 
-    mask = segment(net, image, checkpoint["patch_size"], device, checkpoint["config"]["train"]["amp"])
+    mask = segment(net, image, checkpoint["patch_size"], device, checkpoint["config"]["train"]["amp"],
+                   tta_axes(checkpoint["config"]))
     target = write_mask(mask)
     return [str(target), *np.bincount(mask.ravel(), minlength=len(checkpoint["class_names"])).tolist()]
 
@@ -358,7 +384,7 @@ def pick_samples(records: list[dict], num_classes: int, n: int) -> list[dict]:
 def explain(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> list:
     """Per-class saliency (Seg-Grad-CAM or occlusion) beside the true and predicted masks."""
     from sciconv import models
-    from sciconv.inference import segment
+    from sciconv.inference import segment, tta_axes
     from sciconv.saliency import class_saliency, display_channel, render_segmentation, render_segmentation_volume
 
     params = ds.cfg["explain"]
@@ -368,7 +394,7 @@ def explain(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> lis
     method = params["method"]  # one the task honours, checked at load time
     written = []
     for record in pick_samples(test, len(class_names), params["n_samples"]):
-        prediction = segment(net, record["image"], patch_size, device, amp=False)
+        prediction = segment(net, record["image"], patch_size, device, amp=False, mirror_axes=tta_axes(ds.cfg))
         maps = class_saliency(net, record["image"], prediction, len(class_names), method, target_layer, patch_size,
                               multiple=models.downsampling_factor(checkpoint["model_args"]))
         path = out_dir / f"{record['id']}.png"
