@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--device", choices=["auto", "cpu", "cuda"],
                            help="override the global config's device")
             p.add_argument("--threads", type=int, help="CPU threads for torch (default: all)")
+        if step == "train":
+            p.add_argument("--fold", type=int, help="with split.k_folds: train this cross-validation fold "
+                                                    "(-> results/D/folds/fold_<f>/model/)")
     p = sub.add_parser("ui", help=UI_HELP, description=UI_HELP)
     p.add_argument("--config", default="config/config.yaml", help="global config file (default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind; anything but loopback warns (default: %(default)s)")
@@ -73,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help=PREDICT_HELP, description=PREDICT_HELP)
     p.add_argument("inputs", nargs="+", help="files or folders to predict on")
     p.add_argument("--model", required=True,
-                   help="results/<dataset>/model (or its model.pt), or an MLflow URI runs:/<run id>")
+                   help="results/<dataset>/model (or its model.pt); results/<dataset> of a cross-validated dataset "
+                        "(the folds' ensemble); or an MLflow URI runs:/<run id>, models:/<name>/<version>")
     p.add_argument("--out", required=True, help="folder for the predictions")
     p.add_argument("--config", default="config/config.yaml", help="global config, for the MLflow store")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -84,41 +88,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_step(step: str, ds, args) -> None:
-    """One pipeline step: under its lock, its earlier outputs removed first (so an interrupted rerun can
-    never leave an old model.pt or metrics.json passing for the new settings' results)."""
+def run_step(step: str, ds, args, fold: int | None = None) -> None:
+    """One pipeline step (of one cross-validation fold, for train): under its lock, its earlier outputs
+    removed first (so an interrupted rerun can never leave an old model.pt or metrics.json passing for
+    the new settings' results)."""
     from sciconv import distributed
     from sciconv.paths import DatasetPaths
     from sciconv.runtime import remove_outputs, step_lock
 
     if step not in PIPELINE or distributed.current().size > 1:
         # inspect writes nothing; a process torchrun started runs under its launcher's lock
-        return call_step(step, ds, args)
-    paths = DatasetPaths(ds.results_dir)
-    for path, producer in paths.inputs(step):
+        return call_step(step, ds, args, fold)
+    paths = DatasetPaths(ds.results_dir, fold)
+    for path, producer in paths.inputs(step, ds.cv_folds):
         if not path.exists():
             from sciconv.errors import MissingInput
 
             raise MissingInput(f"{path} not found: {step} reads it; run `sciconv {producer} {ds.name}` first "
                                f"(or `sciconv run {ds.name}`, or snakemake, for every step in order)")
-    with step_lock(paths.root, step, ds.name):
+    with step_lock(paths.root, step if fold is None else f"{step}-fold{fold}", ds.name):
         remove_outputs(paths.outputs(step))
         if step == "train" and distributed.should_launch(ds.cfg["gpus"]):
             # the same command again, as gpus processes under torchrun
             argv = ["train", str(ds.path), "--config", args.config] + (["--verbose"] if args.verbose else [])
+            argv += ["--fold", str(fold)] if fold is not None else []
             argv += (["--device", args.device] if args.device else []) + (["--threads", str(args.threads)] if args.threads else [])
             argv += [f"--set={item}" for item in ds.overrides]
             if distributed.launch(ds.cfg["gpus"], argv) != 0:
                 raise RuntimeError(f"data-parallel training of {ds.name} failed; the processes' errors are above")
             return
-        call_step(step, ds, args)
+        call_step(step, ds, args, fold)
 
 
-def call_step(step: str, ds, args) -> None:
+def call_step(step: str, ds, args, fold: int | None = None) -> None:
     module = importlib.import_module(f"sciconv.steps.{step}")
     kwargs = {}
     if step in ("plan", "train", "evaluate"):
         kwargs = {"device": args.device, "threads": args.threads}
+    if step == "train":
+        kwargs["fold"] = fold
     elif step == "explain":
         kwargs = {"device": args.device}
     module.run(ds, **kwargs)
@@ -188,7 +196,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.step == "run" and ds.cfg["source"]["kind"] != "simulate":
             steps = steps[1:]
         for step in steps:
-            run_step(step, ds, args)
+            if step == "train" and getattr(args, "fold", None) is not None:
+                run_step(step, ds, args, args.fold)
+            elif step == "train" and args.step == "run" and ds.cv_folds:
+                for fold in ds.cv_folds:  # one after another here; Snakemake trains them side by side
+                    run_step(step, ds, args, fold)
+            else:
+                run_step(step, ds, args)
     except (config.ConfigError, ModelConfigError, IngestError, StoreError, ReadError, PredictError, DeviceError,
             TrainingError, StepBusy, MissingInput, PlanError, SourceError) as err:
         print(f"sciconv {args.step}: error: {err}", file=sys.stderr)

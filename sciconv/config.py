@@ -197,6 +197,13 @@ class DatasetConfig:
         return output_names(self.cfg, self.domain, self.task)
 
     @property
+    def cv_folds(self) -> list[int]:
+        """The cross-validation folds this dataset trains and ensembles (split.k_folds without split.fold);
+        empty where it trains one model."""
+        split = self.cfg["split"]
+        return list(range(split["k_folds"])) if split["k_folds"] and split["fold"] is None else []
+
+    @property
     def seed(self) -> int:
         return int(self.global_cfg["seed"])
 
@@ -267,10 +274,19 @@ def load_dataset(name_or_path: str, global_cfg: dict, overrides: list[str] | tup
     if cfg["explain"]["method"] is None:  # each task's own default saliency method
         cfg["explain"]["method"] = ds.task.explain_methods[0]
     resolve_tta(path, cfg, ds)
+    check_folds(path, cfg["split"])
     problem = ds.task.check_config(cfg)
     if problem:
         raise ConfigError(f"{path}: {problem}")
     return ds
+
+
+def check_folds(path: Path, split: dict) -> None:
+    if split["fold"] is not None and not split["k_folds"]:
+        raise ConfigError(f"{path}: key split.fold: {split['fold']} needs split.k_folds (how many folds there are)")
+    if split["fold"] is not None and split["fold"] >= split["k_folds"]:
+        raise ConfigError(f"{path}: key split.fold: {split['fold']} is out of range: the folds of split.k_folds "
+                          f"{split['k_folds']} are 0 to {split['k_folds'] - 1}; leave fold out to train them all")
 
 
 def resolve_tta(path: Path, cfg: dict, ds) -> None:

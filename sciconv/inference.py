@@ -32,6 +32,73 @@ def load_model(path: Path | str, device: torch.device) -> tuple[torch.nn.Module,
     return net.to(device).eval(), checkpoint
 
 
+class EnsembleNet(torch.nn.Module):
+    """Several folds' networks as one network, so every inference path (sliding windows, mirroring,
+    batches) serves an ensemble unchanged. average='probabilities': the mean of the members' softmax,
+    returned as its logarithm, so the softmax those paths apply gives that mean back exactly;
+    average='outputs': the mean of the members' outputs, each first mapped by its own scale and shift
+    (regressors trained on different folds standardise their targets differently)."""
+
+    def __init__(self, nets: list[torch.nn.Module], average: str, scales=None, shifts=None):
+        super().__init__()
+        self.nets = torch.nn.ModuleList(nets)
+        self.average = average
+        k = len(nets)
+        self.register_buffer("scales", torch.as_tensor(scales if scales is not None else [[1.0]] * k, dtype=torch.float32))
+        self.register_buffer("shifts", torch.as_tensor(shifts if shifts is not None else [[0.0]] * k, dtype=torch.float32))
+
+    def forward(self, x):
+        if self.average == "probabilities":
+            mean = torch.stack([torch.softmax(net(x).float(), dim=1) for net in self.nets]).mean(0)
+            return torch.log(mean.clamp_min(1e-12))
+        outputs = [net(x).float() * self.scales[i] + self.shifts[i] for i, net in enumerate(self.nets)]
+        return torch.stack(outputs).mean(0)
+
+
+def load_ensemble(members: list[Path | str], device: torch.device, average: str,
+                  scale_shift=None) -> tuple[torch.nn.Module, list[dict]]:
+    """The members' networks as one EnsembleNet, and their checkpoints; scale_shift(checkpoint) gives a
+    member's (scale, shift) per output where average='outputs'."""
+    nets, checkpoints = [], []
+    for path in members:
+        net, checkpoint = load_model(path, device)
+        nets.append(net)
+        checkpoints.append(checkpoint)
+    scales = shifts = None
+    if scale_shift is not None:
+        scales, shifts = zip(*(scale_shift(c) for c in checkpoints))
+    return EnsembleNet(nets, average, scales, shifts).to(device).eval(), checkpoints
+
+
+def ensemble_checkpoint(task: str, checkpoints: list[dict], chosen: dict) -> dict:
+    """The checkpoint an ensemble infers with: the first member's (config, classes, patch size), what the
+    task takes from all members, and what cross-validation chose (threshold, post-processing)."""
+    from sciconv.tasks import task_module
+
+    return checkpoints[0] | task_module(task).ensemble_extras(checkpoints) | chosen
+
+
+def load_ensemble_file(path: Path | str, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    """An ensemble.json that evaluate wrote: its fold members as one network, and its checkpoint."""
+    import json
+
+    from sciconv.errors import PredictError
+    from sciconv.tasks import task_for, task_module
+
+    path = Path(path)
+    spec = json.loads(path.read_text())
+    members = [path.parent / member for member in spec["members"]]
+    missing = [str(m) for m in members if not m.is_file()]
+    if missing:
+        raise PredictError(f"{path}: the ensemble's members {', '.join(missing)} are missing; rerun "
+                           "`sciconv train --fold N` for them and `sciconv evaluate`")
+    task = task_for(spec["task"])
+    scale_shift = task_module(spec["task"]).member_scale_shift if task.ensemble_average == "outputs" else None
+    net, checkpoints = load_ensemble(members, device, task.ensemble_average, scale_shift)
+    checkpoint = ensemble_checkpoint(spec["task"], checkpoints, spec["chosen"])
+    return net, checkpoint | {"mlflow_run_id": spec["mlflow_run_id"]}
+
+
 def autocast(device: torch.device, enabled: bool = True):
     """The one mixed-precision switch: bf16 autocast on CUDA when supported, fp16 otherwise, nothing on CPU."""
     if device.type != "cuda" or not enabled:

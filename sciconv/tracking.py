@@ -242,7 +242,8 @@ class ModelURIError(ValueError):
 def checkpoint_path(model: str, uri: str) -> Path:
     """The sciconv checkpoint behind a model reference.
 
-    Accepted: a results/<dataset>/model folder or a model.pt; `runs:/<run id>[/...]`;
+    Accepted: a results/<dataset>/model folder or a model.pt; the results/<dataset> folder (or its
+    ensemble.json) of a dataset whose cross-validation folds evaluate ensembled; `runs:/<run id>[/...]`;
     `models:/<name>/<version>` or `models:/<name>/latest` from the model registry. An MLflow
     reference is resolved to its run, whose logged `checkpoint/model.pt` holds the weights and
     everything needed to rebuild the network and its preprocessing.
@@ -269,9 +270,13 @@ def checkpoint_path(model: str, uri: str) -> Path:
         except (MlflowException, OSError) as err:
             raise ModelURIError(f"{model}: no sciconv checkpoint found through {uri} ({err})") from err
     path = Path(model)
-    path = path / "model.pt" if path.is_dir() else path
+    if path.is_dir():
+        # results/<dataset> of a cross-validated dataset holds its folds' ensemble
+        path = path / "model.pt" if (path / "model.pt").is_file() or not (path / "ensemble.json").is_file() \
+            else path / "ensemble.json"
     if not path.is_file():
-        raise ModelURIError(f"{model}: not a model folder, a model.pt, runs:/<run id> or models:/<name>/<version>")
+        raise ModelURIError(f"{model}: not a model folder, a model.pt, a cross-validated dataset's results folder "
+                            "(its ensemble.json), runs:/<run id> or models:/<name>/<version>")
     return path
 
 

@@ -88,5 +88,9 @@ def test_the_inputs_a_step_checks_are_the_inputs_its_rule_declares():
         block = rules[rules.index(f"rule {step}:"):]
         inputs = block[block.index("input:"):block.index("output:")]
         declared = set(re.findall(r"\{\{dataset\}\}/([\w./]+)\"", inputs))
+        if "model=trained_models" in inputs:  # the model, or each cross-validation fold's (common.smk)
+            common = (REPO / "workflow/rules/common.smk").read_text()
+            function = common[common.index("def trained_models"):][:600]
+            declared |= set(re.findall(r"\{wildcards.dataset\}/([\w./]+)\"", function))
         checked = {str(path.relative_to(paths.root)) for path, _ in paths.inputs(step)}
         assert checked and checked <= declared, (step, checked - declared)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from sciconv import data, models, plots
 from sciconv.config import DatasetConfig
 from sciconv.inference import load_model
@@ -14,9 +16,14 @@ from sciconv.tracking import Tracker, tracking_uri
 def run(ds: DatasetConfig, device: str | None = None) -> None:
     paths = DatasetPaths(ds.results_dir)
     dev = pick_device(device or ds.global_cfg["device"])
-    net, checkpoint = load_model(paths.model, dev)
+    # an ensemble is explained through its first fold's network (saliency needs one network's layers),
+    # logged to the ensemble's parent run where evaluate has made it
+    net, checkpoint = load_model(paths.of_fold(0).model if ds.cv_folds else paths.model, dev)
+    run_id = checkpoint["mlflow_run_id"]
+    if ds.cv_folds and paths.ensemble.is_file():
+        run_id = json.loads(paths.ensemble.read_text())["mlflow_run_id"]
     tracker = Tracker(tracking_uri(ds.global_cfg), ds.global_cfg["results_dir"], ds.name)
-    tracker.start(checkpoint["mlflow_run_id"])
+    tracker.start(run_id)
     with tracker.closing():  # the training run reopened: FINISHED again, or FAILED with the error
         test = data.load_records(paths.preprocessed, data.load_split(paths.split)["test"])
         paths.saliency.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ from sciconv import io as readers
 from sciconv import tracking
 from sciconv.domains import get_domain
 from sciconv.errors import PredictError
-from sciconv.inference import load_model
+from sciconv.inference import load_ensemble_file, load_model
 from sciconv.runtime import atomic_write_text, log, pick_device
 from sciconv.tasks import task_module
 
@@ -131,7 +131,10 @@ class Predictor:
 
     def __init__(self, checkpoint_path: Path, device: str, model: str, staging: Path, out_dir: Path):
         self.dev = pick_device(device)
-        self.net, self.checkpoint = load_model(checkpoint_path, self.dev)
+        if checkpoint_path.name == "ensemble.json":
+            self.net, self.checkpoint = load_ensemble_file(checkpoint_path, self.dev)
+        else:
+            self.net, self.checkpoint = load_model(checkpoint_path, self.dev)
         self.cfg = self.checkpoint["config"]
         try:
             self.task = task_module(self.cfg["task"])

@@ -97,15 +97,16 @@ def run(ds: DatasetConfig) -> None:
             group_sets[name] += given[name] + drawn[name]
     extra = {}
     if params["k_folds"]:
-        # Cross-validation: the test set stays aside; train + val are re-dealt into k folds and
-        # fold `fold` is the validation set of this run.
+        # Cross-validation: the test set stays aside; train + val are re-dealt into k folds. Fold
+        # `fold` (fold 0 where all folds train) is train/val here; each fold's training takes its own.
         pool = {g: s for g, s in group_stratum.items() if g not in set(group_sets["test"])}
-        if params["fold"] >= params["k_folds"] or len(pool) < params["k_folds"]:
-            raise ConfigError(f"{ds.path}: key split.fold: {params['fold']} must be below split.k_folds "
-                             f"({params['k_folds']}), and there must be at least k groups ({len(pool)} outside test)")
+        if len(pool) < params["k_folds"]:
+            raise ConfigError(f"{ds.path}: key split.k_folds: {params['k_folds']} folds need at least as many groups "
+                              f"(subjects) outside the test set, and there are {len(pool)}; lower k_folds")
         folds = kfold_groups(pool, params["k_folds"], derive_seed(seed, "folds"))
-        group_sets["val"] = folds[params["fold"]]
-        group_sets["train"] = [g for i, fold in enumerate(folds) if i != params["fold"] for g in fold]
+        shown = params["fold"] or 0
+        group_sets["val"] = folds[shown]
+        group_sets["train"] = [g for i, fold in enumerate(folds) if i != shown for g in fold]
         extra = {"k_folds": params["k_folds"], "fold": params["fold"],
                  "folds": [sorted(i for i, g in group_of.items() if g in set(fold)) for fold in folds]}
     set_of_group = {g: name for name, groups in group_sets.items() for g in groups}
@@ -113,3 +114,12 @@ def run(ds: DatasetConfig) -> None:
     counts = {name: dict(sorted(Counter(keys[i] for i in ids).items())) for name, ids in split.items()}
     atomic_write_json(paths.split, {"seed": seed, "stratified_by": ds.task.stratified_by if params["stratify"] else "none", "strata": counts, **split, **extra})
     log.info("split %s: train %d, val %d, test %d", ds.name, *(len(split[k]) for k in ("train", "val", "test")))
+
+
+def fold_split(split: dict, fold: int) -> dict:
+    """split.json as fold `fold` of its cross-validation sees it: that fold is val, the others train."""
+    if "folds" not in split or not 0 <= fold < len(split["folds"]):
+        raise ConfigError(f"split.json has no fold {fold} (it holds {len(split.get('folds', []))} folds); "
+                          "rerun `sciconv split` after setting split.k_folds")
+    return split | {"val": list(split["folds"][fold]),
+                    "train": sorted(i for f, ids in enumerate(split["folds"]) if f != fold for i in ids)}

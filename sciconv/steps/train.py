@@ -123,6 +123,7 @@ class Training:
     model: torch.nn.Module | None = None  # net, wrapped for data-parallel training
     forward: object = None  # model, compiled when train.compile
     memory_format: object = None
+    fold: int | None = None  # the cross-validation fold this training is, where all folds train
 
     @property
     def epochs(self) -> int:
@@ -140,18 +141,23 @@ def set_up_device(ds: DatasetConfig, world: distributed.World, device: str | Non
 
 
 def load_data(ds: DatasetConfig, paths: DatasetPaths, dev: torch.device):
-    """The split, the training and validation records, and where the training samples live (train.cache,
-    decided here once): the training set stays in the store when it does not fit in memory."""
+    """The split (as the fold sees it), the training and validation records, and where the training
+    samples live (train.cache, decided here once): the training set stays in the store when it does not
+    fit in memory."""
+    from sciconv.steps.split import fold_split
+
     split = data.load_split(paths.split)
+    if paths.fold is not None:
+        split = fold_split(split, paths.fold)
     placement = choose_cache(ds.cfg["train"]["cache"], data.stored_bytes(paths.preprocessed, split["train"]), dev)
     lazy = ArrayCache(store_cache_bytes()) if placement == "store" else None
     train_records = data.load_records(paths.preprocessed, split["train"], lazy_cache=lazy)
     return split, train_records, data.load_records(paths.preprocessed, split["val"]), placement
 
 
-def set_up(ds: DatasetConfig, world: distributed.World, dev: torch.device) -> Training:
+def set_up(ds: DatasetConfig, world: distributed.World, dev: torch.device, fold: int | None = None) -> Training:
     """Data, task, network, batches and optimiser, every check that needs the data done before any epoch."""
-    paths, cfg, train_cfg = DatasetPaths(ds.results_dir), ds.cfg, ds.cfg["train"]
+    paths, cfg, train_cfg = DatasetPaths(ds.results_dir, fold), ds.cfg, ds.cfg["train"]
     split, train_records, val_records, placement = load_data(ds, paths, dev)
     try:
         # the task builds its batches in the placement chosen above, not in a second guess of its own
@@ -161,7 +167,8 @@ def set_up(ds: DatasetConfig, world: distributed.World, dev: torch.device) -> Tr
     spatial_dims = train_records[0]["image"].ndim - 1
     model_args = models.model_args(cfg["model"], spatial_dims, train_records[0]["image"].shape[0], len(ds.class_names))
     models.check_input_size(model_args, task.input_size)  # fail before any work, with the fix in the message
-    seed = derive_seed(ds.seed, ds.name, "train")
+    # each fold starts from its own weights: an ensemble of identical starts would agree more than it should
+    seed = derive_seed(ds.seed, ds.name, "train", *([f"fold{fold}"] if fold is not None else []))
     seed_everything(seed)
     net = models.build(model_args).to(dev)
     if cfg["init_from"]:
@@ -182,7 +189,7 @@ def set_up(ds: DatasetConfig, world: distributed.World, dev: torch.device) -> Tr
     scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
     return Training(ds, world, dev, paths, split, train_records, val_records, task, model_args, seed, net, batches,
                     optimizer, scheduler, scaler, amp, config_fingerprint(ds),
-                    memory_format=memory_format_for(dev, spatial_dims, train_cfg))
+                    memory_format=memory_format_for(dev, spatial_dims, train_cfg), fold=fold)
 
 
 def resume(t: Training) -> None:
@@ -212,12 +219,16 @@ def wrap(t: Training) -> None:
     t.forward = torch.compile(t.model) if t.ds.cfg["train"]["compile"] else t.model
 
 
-def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None) -> None:
+def run(ds: DatasetConfig, device: str | None = None, threads: int | None = None, fold: int | None = None) -> None:
     from sciconv.planning import with_plan
 
+    if fold is not None and fold not in ds.cv_folds:
+        raise ConfigError(f"{ds.path}: --fold {fold}: the dataset trains "
+                          + (f"folds 0 to {len(ds.cv_folds) - 1}" if ds.cv_folds else "one model (no split.k_folds, "
+                             "or split.fold fixes one)"))
     ds = with_plan(ds)  # plan.json's values under the keys the dataset YAML leaves out
     world = distributed.current()
-    t = set_up(ds, world, set_up_device(ds, world, device, threads))
+    t = set_up(ds, world, set_up_device(ds, world, device, threads), fold)
     t.paths.model_dir.mkdir(parents=True, exist_ok=True)
     resume(t)
     wrap(t)
@@ -314,8 +325,9 @@ def open_run(t: Training, tracker: Tracker) -> None:
     ds, cfg = t.ds, t.ds.cfg
     tags = {"dataset": ds.name, "domain": cfg["domain"], "task": cfg["task"], "model": cfg["model"]["name"],
             "sciconv_version": __version__, "git_commit": git_commit(), "device": str(t.dev),
-            "processes": str(t.world.size)}
-    t.run_id = tracker.start(t.run_id, tags=tags, run_name=f"{ds.name}-train")
+            "processes": str(t.world.size)} | ({"fold": str(t.fold)} if t.fold is not None else {})
+    name = f"{ds.name}-train" if t.fold is None else f"{ds.name}-fold{t.fold}"
+    t.run_id = tracker.start(t.run_id, tags=tags, run_name=name)
     if t.start_epoch > 0:
         return
     with StoreReader(t.paths.preprocessed) as store:
@@ -350,7 +362,7 @@ def publish_model(t: Training, tracker: Tracker) -> None:
     ds, paths, net = t.ds, t.paths, final_network(t)
     extras = t.task.finalize(net, t.dev, t.amp)
     final = {"model_args": t.model_args, "model_state": {k: v.cpu() for k, v in net.state_dict().items()},
-             "config": ds.cfg, "class_names": ds.class_names, "mlflow_run_id": t.run_id,
+             "config": ds.cfg, "class_names": ds.class_names, "mlflow_run_id": t.run_id, "fold": t.fold,
              "selection_metric": t.task.selection_metric, "best_score": t.best, "history": t.history, **extras}
     tmp = paths.model.with_suffix(".partial")
     torch.save(final, tmp)

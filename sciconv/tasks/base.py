@@ -25,6 +25,8 @@ class Task:
     default_network = "densenet"
     # evaluate.tta where the YAML leaves it out
     default_tta = "none"
+    # what a folds' ensemble averages (sciconv.inference.EnsembleNet): class probabilities, or outputs
+    ensemble_average = "probabilities"
     # the dataset key that names the outputs: "classes" (class names) or "targets" (regression outputs)
     output_names = "classes"
     # config keys evaluate reads beyond sciconv.settings.DATASET_READS["evaluate"]

@@ -177,6 +177,29 @@ def baseline_positive_scores(ds, test: list[dict]) -> np.ndarray:
     return model.predict_proba(features)[:, -1]
 
 
+def cv_outputs(ds, net, checkpoint: dict, records: list[dict], device) -> np.ndarray:
+    """The class probabilities of each record by one fold's network."""
+    from sciconv.inference import tta_axes
+
+    return predict_probabilities(net, [r["image"] for r in records], device, ds.cfg["train"]["amp"], tta_axes(ds.cfg))
+
+
+def cv_metrics(ds, outputs: list[np.ndarray], records: list[dict], checkpoint: dict) -> tuple[dict, dict]:
+    """Cross-validation metrics of the pooled out-of-fold probabilities, at the decision threshold chosen
+    on them (train.target_sensitivity, else Youden's J): more cases than any one fold's validation set."""
+    probabilities = np.concatenate([np.atleast_2d(o) for o in outputs])
+    labels = np.array([int(r["label"]) for r in records])
+    threshold = (choose_threshold(positive_scores(probabilities), labels, ds.cfg["train"]["target_sensitivity"])
+                 if probabilities.shape[1] == 2 else None)
+    metrics = classification_metrics(probabilities, labels, threshold) | calibration_metrics(probabilities, labels)
+    return {f"cv_{k}": v for k, v in metrics.items()}, {"threshold": threshold}
+
+
+def ensemble_extras(checkpoints: list[dict]) -> dict:
+    """Nothing beyond the first member's: the threshold comes from the pooled cross-validation."""
+    return {}
+
+
 def prediction_columns(checkpoint: dict) -> list[str]:
     """sciconv predict's columns after the file: each class's probability, the threshold, the decision."""
     return [*[f"p_{c}" for c in checkpoint["class_names"]], "threshold", "prediction"]

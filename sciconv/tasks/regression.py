@@ -56,6 +56,7 @@ def predict(net, images: list[np.ndarray], device, amp: bool, mean: np.ndarray, 
 class Regression(Task):
     name = "regression"
     headline_metric = "r2_mean"
+    ensemble_average = "outputs"
     selection_metric = "val_r2_mean"
     output_names = "targets"
     explain_methods = ("hirescam",)
@@ -114,6 +115,32 @@ def baseline_predictions(ds, test: list[dict], names: list[str]) -> np.ndarray:
     model, features = fit_on_baseline_features(ds, test, make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13))),
                                                lambda r: target_vector(r["attrs"], names))
     return model.predict(features)
+
+
+def cv_outputs(ds, net, checkpoint: dict, records: list[dict], device) -> np.ndarray:
+    """The targets of each record in physical units by one fold's network."""
+    from sciconv.inference import tta_axes
+
+    return predict(net, [r["image"] for r in records], device, ds.cfg["train"]["amp"],
+                   np.array(checkpoint["target_mean"]), np.array(checkpoint["target_std"]), mirror_axes=tta_axes(ds.cfg))
+
+
+def cv_metrics(ds, outputs: list[np.ndarray], records: list[dict], checkpoint: dict) -> tuple[dict, dict]:
+    names = checkpoint["target_names"]
+    predicted = np.concatenate([np.atleast_2d(o) for o in outputs])
+    truth = np.stack([target_vector(r["attrs"], names) for r in records])
+    return {f"cv_{k}": v for k, v in r2_rmse(predicted, truth, names).items()}, {}
+
+
+def ensemble_extras(checkpoints: list[dict]) -> dict:
+    """The ensemble averages its members' outputs in physical units (each through its own fold's scaler,
+    sciconv.inference.EnsembleNet), so its own scaler is the identity."""
+    n = len(checkpoints[0]["target_mean"])
+    return {"target_mean": [0.0] * n, "target_std": [1.0] * n}
+
+
+def member_scale_shift(checkpoint: dict) -> tuple[list[float], list[float]]:
+    return list(checkpoint["target_std"]), list(checkpoint["target_mean"])
 
 
 def prediction_columns(checkpoint: dict) -> list[str]:

@@ -281,20 +281,94 @@ def plan_patch_and_network(ctx) -> None:
                     ctx.ds.cfg["train"]["time_budget_min"])
 
 
+# --------------------------------------------------------------------------- inference, cross-validation
+def predicted_mask(net, image: np.ndarray, checkpoint: dict, device, cfg: dict, amp: bool | None = None) -> np.ndarray:
+    """The class map evaluate, explain and predict use: sliding windows, the configured test-time
+    mirroring, then the post-processing chosen on cross-validation (saved with the ensemble)."""
+    from sciconv.inference import segment, tta_axes
+
+    mask = segment(net, image, checkpoint["patch_size"], device, cfg["train"]["amp"] if amp is None else amp,
+                   tta_axes(cfg))
+    return postprocess(mask, checkpoint.get("postprocessing") or {}, checkpoint["class_names"])
+
+
+def keep_largest_component(mask: np.ndarray, c: int) -> np.ndarray:
+    """Class c reduced to its largest connected component (full connectivity); the rest becomes background."""
+    from skimage.measure import label
+
+    components = label(mask == c, connectivity=mask.ndim)
+    if components.max() <= 1:
+        return mask
+    largest = np.argmax(np.bincount(components.ravel())[1:]) + 1
+    return np.where((mask == c) & (components != largest), 0, mask).astype(mask.dtype)
+
+
+def postprocess(mask: np.ndarray, choice: dict, class_names: list[str]) -> np.ndarray:
+    """The chosen post-processing: {class name: "largest_component"} for the classes it helps."""
+    for c, name in enumerate(class_names):
+        if choice.get(name) == "largest_component":
+            mask = keep_largest_component(mask, c)
+    return mask
+
+
+def cv_outputs(ds, net, checkpoint: dict, records: list[dict], device) -> list[np.ndarray]:
+    """Each record's class map by one fold's network (no post-processing: it is chosen on these)."""
+    from sciconv.inference import segment, tta_axes
+
+    return [segment(net, r["image"], checkpoint["patch_size"], device, ds.cfg["train"]["amp"], tta_axes(ds.cfg))
+            for r in records]
+
+
+def cv_metrics(ds, outputs: list[np.ndarray], records: list[dict], checkpoint: dict) -> tuple[dict, dict]:
+    """Cross-validation metrics of the pooled out-of-fold class maps, and the post-processing chosen on
+    them as nnU-Net chooses it: per foreground class, keep only its largest connected component when
+    that raises the class's pooled cross-validation Dice. The metrics are after that choice, with
+    cv_dice_mean_before_postprocessing beside them."""
+    class_names = checkpoint["class_names"]
+    truths = [r["mask_channel"][0] for r in records]
+
+    def pooled(maps) -> dict:
+        counts = ConfusionCounts(len(class_names))
+        for prediction, truth in zip(maps, truths):
+            counts.update(prediction, truth)
+        return segmentation_metrics(counts, class_names)
+
+    regions = region_indices(ds.cfg["regions"], class_names) if ds.cfg.get("regions") else None
+
+    def scored(maps) -> dict:  # as evaluate scores the test set: pooled per class, per case per region
+        metrics = pooled(maps)
+        if regions:
+            metrics |= mean_over_cases([region_metrics(p, t, regions) for p, t in zip(maps, truths)], regions)
+        return metrics
+
+    choice, current, score = {}, outputs, pooled(outputs)
+    for c, name in enumerate(class_names[1:], start=1):
+        candidate = [keep_largest_component(m, c) for m in current]
+        trial = pooled(candidate)
+        if np.isfinite(trial[f"dice_{name}"]) and trial[f"dice_{name}"] > score[f"dice_{name}"]:
+            choice[name], current, score = "largest_component", candidate, trial
+    metrics = {f"cv_{k}": v for k, v in scored(current).items()}
+    metrics["cv_dice_mean_before_postprocessing"] = scored(outputs)["dice_mean"] if choice else metrics["cv_dice_mean"]
+    return metrics, {"postprocessing": choice}
+
+
+def ensemble_extras(checkpoints: list[dict]) -> dict:
+    """What the ensemble's checkpoint takes from its members beyond the first's: nothing for segmenters."""
+    return {}
+
+
 # --------------------------------------------------------------------------- evaluation and saliency
 def evaluate(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> tuple[dict, list[dict], list]:
     """Pooled Dice per class of the model and of the classical baseline; per-image Dice (and per-case
     region Dice and HD95 in mm when the dataset has regions); the plots and predicted masks written."""
     from sciconv import plots
-    from sciconv.inference import segment, tta_axes
 
     class_names = checkpoint["class_names"]
     regions = region_indices(ds.cfg["regions"], class_names) if ds.cfg.get("regions") else None
     model_counts, baseline_counts = ConfusionCounts(len(class_names)), ConfusionCounts(len(class_names))
     rows, baseline_rows, per_image, written = [], [], [], []
     for record in test:
-        prediction = segment(net, record["image"], checkpoint["patch_size"], device, ds.cfg["train"]["amp"],
-                             tta_axes(ds.cfg))
+        prediction = predicted_mask(net, record["image"], checkpoint, device, ds.cfg)
         classical = ds.domain.baseline(record["image"], record["attrs"], ds.cfg, Segmentation.baseline_needs).mask
         truth = record["mask_channel"][0]
         model_counts.update(prediction, truth)
@@ -350,10 +424,7 @@ def prediction_columns(checkpoint: dict) -> list[str]:
 
 
 def prediction_row(net, image: np.ndarray, checkpoint: dict, device, write_mask) -> list:
-    from sciconv.inference import segment, tta_axes
-
-    mask = segment(net, image, checkpoint["patch_size"], device, checkpoint["config"]["train"]["amp"],
-                   tta_axes(checkpoint["config"]))
+    mask = predicted_mask(net, image, checkpoint, device, checkpoint["config"])
     target = write_mask(mask)
     return [str(target), *np.bincount(mask.ravel(), minlength=len(checkpoint["class_names"])).tolist()]
 
@@ -384,7 +455,6 @@ def pick_samples(records: list[dict], num_classes: int, n: int) -> list[dict]:
 def explain(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> list:
     """Per-class saliency (Seg-Grad-CAM or occlusion) beside the true and predicted masks."""
     from sciconv import models
-    from sciconv.inference import segment, tta_axes
     from sciconv.saliency import class_saliency, display_channel, render_segmentation, render_segmentation_volume
 
     params = ds.cfg["explain"]
@@ -394,7 +464,7 @@ def explain(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> lis
     method = params["method"]  # one the task honours, checked at load time
     written = []
     for record in pick_samples(test, len(class_names), params["n_samples"]):
-        prediction = segment(net, record["image"], patch_size, device, amp=False, mirror_axes=tta_axes(ds.cfg))
+        prediction = predicted_mask(net, record["image"], checkpoint, device, ds.cfg, amp=False)
         maps = class_saliency(net, record["image"], prediction, len(class_names), method, target_layer, patch_size,
                               multiple=models.downsampling_factor(checkpoint["model_args"]))
         path = out_dir / f"{record['id']}.png"

@@ -64,6 +64,7 @@ if "gpu" not in workflow.global_resources:
 
 wildcard_constraints:
     dataset="|".join(DATASETS) or "no-datasets-configured",
+    fold=r"\d+",
 
 
 def dataset_yaml(wildcards):
@@ -83,6 +84,14 @@ def train_gpus(wildcards):
     GPU says nothing, so the dataset's count is asked for (called when jobs are made, by then
     Snakemake knows its executor)."""
     return DATASETS[wildcards.dataset].cfg["gpus"] if TRAIN_ON_GPU or not workflow.local_exec else 0
+
+
+def trained_models(wildcards):
+    """What evaluate and explain read: the model, or every cross-validation fold's model."""
+    folds = DATASETS[wildcards.dataset].cv_folds
+    if folds:
+        return [f"{RESULTS}/{wildcards.dataset}/folds/fold_{fold}/model/model.pt" for fold in folds]
+    return f"{RESULTS}/{wildcards.dataset}/model/model.pt"
 
 
 def raw_input(wildcards):

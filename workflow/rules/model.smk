@@ -56,9 +56,38 @@ rule train:
         "sciconv train {params.dataset} --config {params.global_config} --threads {threads} > {log} 2>&1"
 
 
+rule train_fold:
+    # one cross-validation fold (split.k_folds without split.fold): the folds train side by side
+    input:
+        preprocessed=f"{RESULTS}/{{dataset}}/preprocessed.h5",
+        split=f"{RESULTS}/{{dataset}}/split.json",
+        fingerprint=f"{RESULTS}/{{dataset}}/fingerprint.json",
+        plan=f"{RESULTS}/{{dataset}}/plan.json",
+    output:
+        model=f"{RESULTS}/{{dataset}}/folds/fold_{{fold}}/model/model.pt",
+        run=f"{RESULTS}/{{dataset}}/folds/fold_{{fold}}/model/run.json",
+        augmented=f"{RESULTS}/{{dataset}}/folds/fold_{{fold}}/model/augmented_samples.png",
+    params:
+        dataset=dataset_yaml,
+        global_config=GLOBAL_CONFIG,
+        settings=step_settings("train"),
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{dataset}}_fold{{fold}}.tsv"
+    log:
+        "logs/train/{dataset}_fold{fold}.log",
+    threads: TRAIN_THREADS
+    resources:
+        gpu=train_gpus,
+    conda:
+        ENV
+    shell:
+        "sciconv train {params.dataset} --config {params.global_config} --threads {threads} --fold {wildcards.fold}"
+        " > {log} 2>&1"
+
+
 rule evaluate:
     input:
-        model=f"{RESULTS}/{{dataset}}/model/model.pt",
+        model=trained_models,
         preprocessed=f"{RESULTS}/{{dataset}}/preprocessed.h5",
         split=f"{RESULTS}/{{dataset}}/split.json",
     output:
@@ -88,7 +117,7 @@ rule evaluate:
 
 rule explain:
     input:
-        model=f"{RESULTS}/{{dataset}}/model/model.pt",
+        model=trained_models,
         preprocessed=f"{RESULTS}/{{dataset}}/preprocessed.h5",
         split=f"{RESULTS}/{{dataset}}/split.json",
         # after evaluate: both write to the same MLflow run, one at a time
