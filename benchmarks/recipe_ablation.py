@@ -113,10 +113,16 @@ def main() -> None:
     work = Path(args.work).resolve()
     rows = []
     for name in args.datasets.split(","):
+        done = work / name / "ablation.json"
+        if done.is_file():  # measured in an earlier invocation with the same work folder
+            rows += json.loads(done.read_text())
+            continue
         started = time.perf_counter()
         root = prepare(work, name, args.folds, args.seed)
         print(f"{name}: {args.folds} folds trained and evaluated in {time.perf_counter() - started:.0f} s", flush=True)
-        rows += ablate(root, name)
+        measured = ablate(root, name)
+        done.write_text(json.dumps(measured, indent=2, default=str))
+        rows += measured
     lines = ["| dataset | variant | metric | value (95% interval) | inference s | n_test |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['dataset']} | {r['variant']} | {r['metric']} | {r['value']:.3f} ({r['ci_low']:.3f}-"
               f"{r['ci_high']:.3f}) | {r['inference_s']:.1f} | {r['n_test']} |" for r in rows]

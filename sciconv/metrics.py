@@ -169,6 +169,20 @@ def choose_threshold(scores: np.ndarray, labels: np.ndarray, target_sensitivity:
     return float(thresholds[np.argmax(tpr - fpr)])
 
 
+def auroc(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """AUROC alone (binary, or macro one-vs-rest), NaN where a class is absent: what the bootstrap
+    recomputes thousands of times, without the rest of classification_metrics or its warnings."""
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(labels).astype(int)
+    n_classes = probabilities.shape[1]
+    if n_classes == 2:
+        return float(roc_auc_score(labels, positive_scores(probabilities))) if len(np.unique(labels)) == 2 else np.nan
+    if len(np.unique(labels)) < n_classes:
+        return float("nan")
+    return float(roc_auc_score(labels, probabilities, multi_class="ovr", average="macro", labels=range(n_classes)))
+
+
 def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, threshold: float | None = None,
                            prefix: str = "") -> dict[str, float]:
     """auroc, pr_auc, balanced_accuracy, sensitivity, specificity (binary at `threshold`; macro one-vs-rest otherwise).

@@ -30,11 +30,13 @@ def dataset_row(name: str, global_cfg: dict) -> dict:
         low, high = metrics.get(f"{metric}_ci_low"), metrics.get(f"{metric}_ci_high")
         if low is not None and high is not None:
             row["interval"] = f"{low:.3f}-{high:.3f}"
-    if (paths.model_dir / "run.json").is_file():
+    # a cross-validated dataset's training time is its folds' together
+    trained = [paths.of_fold(f) for f in ds.cv_folds] or [paths]
+    if all((p.model_dir / "run.json").is_file() for p in trained):
         import torch
 
-        history = torch.load(paths.model, map_location="cpu", weights_only=True).get("history", [])
-        row["train_s"] = sum(epoch.get("epoch_time_s", 0.0) for epoch in history)
+        row["train_s"] = sum(epoch.get("epoch_time_s", 0.0) for p in trained
+                             for epoch in torch.load(p.model, map_location="cpu", weights_only=True).get("history", []))
     if paths.rejected.is_file():
         row["n_rejected"] = len(paths.rejected.read_text().splitlines()) - 1
     results_root = Path(global_cfg["results_dir"])
@@ -49,14 +51,19 @@ def step_costs(name: str, results_root: Path) -> dict[str, tuple[float, float | 
     (results/benchmarks/<step>/<dataset>.tsv); steps run outside Snakemake have none."""
     costs = {}
     for step in STEPS:
-        path = results_root / "benchmarks" / step / f"{name}.tsv"
-        if not path.is_file():
-            continue
-        with open(path, newline="") as handle:
-            record = next(csv.DictReader(handle, delimiter="\t"), None)
-        if record:
-            rss = record.get("max_rss", "")
-            costs[step] = (float(record["s"]), float(rss) if rss.replace(".", "", 1).isdigit() else None)
+        # a cross-validated training is one record per fold: their seconds summed, the largest peak
+        found = [results_root / "benchmarks" / step / f"{name}.tsv"] + sorted(
+            (results_root / "benchmarks" / step).glob(f"{name}_fold*.tsv"))
+        records = []
+        for path in (p for p in found if p.is_file()):
+            with open(path, newline="") as handle:
+                record = next(csv.DictReader(handle, delimiter="\t"), None)
+            if record:
+                rss = record.get("max_rss", "")
+                records.append((float(record["s"]), float(rss) if rss.replace(".", "", 1).isdigit() else None))
+        if records:
+            peaks = [r[1] for r in records if r[1] is not None]
+            costs[step] = (sum(r[0] for r in records), max(peaks) if peaks else None)
     return costs
 
 

@@ -372,8 +372,12 @@ def publish_model(t: Training, tracker: Tracker) -> None:
     dense = t.task.dense
     # dense networks are logged on training patches (any size works), image-level ones on whole images
     size = t.task.input_size if dense else t.train_records[0]["image"].shape[1:]
-    example = np.stack([t.train_records[i % len(t.train_records)]["image"][(slice(None),) + tuple(
-        slice(0, s) for s in size)] for i in range(2)]).astype(np.float32)
+    def exactly(image):  # a corner crop of `size`, zero-padded where the image is smaller (volumes vary)
+        crop = np.asarray(image[(slice(None),) + tuple(slice(0, s) for s in size)])
+        return np.pad(crop, [(0, 0)] + [(0, s - c) for s, c in zip(size, crop.shape[1:])])
+
+    example = np.stack([exactly(t.train_records[i % len(t.train_records)]["image"]) for i in range(2)]).astype(
+        np.float32)
     tracker.log_metrics({f"final_{k}": v for k, v in extras.items() if isinstance(v, float)}, step=t.epochs)
     tracker.log_model(net.cpu().eval(), example, len(ds.class_names), spatial_free=dense)
     tracker.log_artifact(paths.model, "checkpoint")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sciconv.metrics import (calibration_metrics, choose_threshold, classification_metrics, decisions,
+from sciconv.metrics import (auroc, calibration_metrics, choose_threshold, classification_metrics, decisions,
                              positive_scores)
 from sciconv.tasks.base import Task, fit_on_baseline_features, headline_interval
 
@@ -231,8 +231,7 @@ def evaluate(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> tu
                                           tta_axes(ds.cfg))
     threshold = checkpoint.get("threshold")
     metrics = classification_metrics(probabilities, labels, threshold) | calibration_metrics(probabilities, labels)
-    metrics |= headline_interval(ds, lambda idx: classification_metrics(probabilities[idx], labels[idx])["auroc"],
-                                 len(test))
+    metrics |= headline_interval(ds, lambda idx: auroc(probabilities[idx], labels[idx]), len(test))
     baseline_scores = baseline_positive_scores(ds, test)
     binary = len(class_names) == 2
     both = len(np.unique(labels)) == 2
