@@ -55,6 +55,12 @@ class EnsembleNet(torch.nn.Module):
         return torch.stack(outputs).mean(0)
 
 
+def saliency_network(net: torch.nn.Module) -> torch.nn.Module:
+    """The one network saliency is computed on: an ensemble's first member (layer names are per network;
+    explain shows the same fold)."""
+    return net.nets[0] if isinstance(net, EnsembleNet) else net
+
+
 def load_ensemble(members: list[Path | str], device: torch.device, average: str,
                   scale_shift=None) -> tuple[torch.nn.Module, list[dict]]:
     """The members' networks as one EnsembleNet, and their checkpoints; scale_shift(checkpoint) gives a

@@ -13,6 +13,9 @@ uses 373.13 mm, the diagonal of its 240 x 240 x 155 mm volumes, by the same rule
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+
 import numpy as np
 
 
@@ -72,17 +75,25 @@ def hd95_mm(prediction: np.ndarray, truth: np.ndarray, spacing) -> float:
     if not has_prediction or not has_truth:
         return float(np.linalg.norm(np.asarray(prediction.shape) * np.asarray(spacing, float)))
     as_batch = lambda m: torch.from_numpy(np.ascontiguousarray(m))[None, None].float()  # noqa: E731
-    distance = compute_hausdorff_distance(as_batch(prediction), as_batch(truth), include_background=True,
-                                          percentile=95, spacing=[float(s) for s in spacing])
+    with monai_own_deprecation():
+        distance = compute_hausdorff_distance(as_batch(prediction), as_batch(truth), include_background=True,
+                                              percentile=95, spacing=[float(s) for s in spacing])
     return float(distance.item())
+
+
+@contextlib.contextmanager
+def monai_own_deprecation():
+    """MONAI 1.5's surface metrics pass a deprecated argument of their own to get_mask_edges; only that
+    warning is silenced (one per case would fill every evaluation log)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*get_mask_edges:always_return_as_numpy", category=FutureWarning)
+        yield
 
 
 def surface_dice(prediction: np.ndarray, truth: np.ndarray, tolerance_mm: float, spacing) -> float:
     """Normalised surface Dice of two boolean masks (Nikolov et al. 2021, MONAI's compute_surface_dice): the
     share of both surfaces within tolerance_mm of the other. Undefined (NaN) when both are empty, 0 when
     only one is: nothing found where something is, or something where nothing is."""
-    import warnings
-
     import torch
     from monai.metrics import compute_surface_dice
 
@@ -92,9 +103,7 @@ def surface_dice(prediction: np.ndarray, truth: np.ndarray, tolerance_mm: float,
     if not has_prediction or not has_truth:
         return 0.0
     as_onehot = lambda m: torch.from_numpy(np.stack([~m, m]))[None].float()  # noqa: E731
-    with warnings.catch_warnings():
-        # MONAI 1.5 passes its own deprecated argument to get_mask_edges inside compute_surface_dice
-        warnings.filterwarnings("ignore", message=".*get_mask_edges:always_return_as_numpy", category=FutureWarning)
+    with monai_own_deprecation():
         value = compute_surface_dice(as_onehot(prediction), as_onehot(truth), [float(tolerance_mm)],
                                      spacing=[float(s) for s in spacing])
     return float(value.item())

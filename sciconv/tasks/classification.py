@@ -145,8 +145,10 @@ def lesion_of(record: dict) -> np.ndarray | None:
 
 def saliency_hit_rate(net, records: list[dict], checkpoint: dict, explain_cfg: dict) -> float:
     """Pointing game over the positive test images with an object mask; NaN when there are none."""
+    from sciconv.inference import saliency_network
     from sciconv.saliency import classifier_saliency, pointing_hit
 
+    net = saliency_network(net)
     layer = target_layer(net, checkpoint, explain_cfg)
     hits = []
     for record in records:
