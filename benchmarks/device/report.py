@@ -33,9 +33,11 @@ sys.path.insert(0, str(REPO))
 
 from train_throughput import set_dotted, table  # noqa: E402
 
-# seconds per part: the whole check must end inside 8 minutes on the H200, and --smoke inside 3 on CPU
+# seconds per part: the whole check must end inside 8 minutes on the H200. --smoke's limits are for a
+# shared CPU: its tests part took 41 s on an idle 2-core machine and over 100 s beside the suite's
+# other worker, so the limits catch a hang, not a slow neighbour.
 PARTS = {"gpu": {"tests": 170, "throughput": 170, "pipeline": 120},
-         "smoke": {"tests": 100, "throughput": 45, "pipeline": 120}}
+         "smoke": {"tests": 180, "throughput": 90, "pipeline": 180}}
 # The datasets of the pipeline part, cut so they train inside its time (documented, not edited in place).
 # ccd_planned leaves model and train to `sciconv plan`: on the GPU its plan.json holds the memory per
 # sample measured by a forward and backward pass, and the step time, on the device itself. --smoke runs

@@ -4,7 +4,7 @@
 # configs, a real Snakemake run) into FOLDER, else $OUT, else ./device-report.
 #
 #   benchmarks/device/run.sh                 # on the GPU machine (at most 8 minutes on an H200)
-#   benchmarks/device/run.sh --smoke [DIR]   # the same code paths on CPU at tiny sizes (< 3 minutes)
+#   benchmarks/device/run.sh --smoke [DIR]   # the same code paths on CPU at tiny sizes (2-4 minutes)
 #
 # Wheels: benchmarks/device/fetch_wheels.sh puts what the GPU image lacks into .whl/ (git-ignored);
 # name .whl in the device tool's carry. Without .whl/ the current environment is used as it is, and
