@@ -44,7 +44,7 @@ def numeric(metrics: dict) -> dict:
 
 @pytest.mark.e2e
 def test_sigkill_mid_epoch_resumes_to_the_uninterrupted_metrics(project, tool_env, tmp_path_factory):
-    cfg = shrunk_ccd_config(n_frames=12, size=64, epochs=6)
+    cfg = shrunk_ccd_config(n_frames=12, size=64, epochs=4)
     cfg["explain"]["n_samples"] = 1
     (project / "config/datasets/ccd_micro.yaml").write_text(yaml.safe_dump(cfg))
     interrupted = tmp_path_factory.mktemp("interrupted")
@@ -69,14 +69,14 @@ def test_sigkill_mid_epoch_resumes_to_the_uninterrupted_metrics(project, tool_en
     out, _ = first.communicate(timeout=300)
     assert first.returncode != 0
     killed_at = completed_epochs(checkpoint)
-    assert 2 <= killed_at < 6 and not (interrupted / "results/ccd_micro/model/model.pt").exists()
+    assert 2 <= killed_at < 4 and not (interrupted / "results/ccd_micro/model/model.pt").exists()
 
     # rerunning snakemake resumes from the checkpoint and says from which epoch
     second = snakemake(interrupted, tool_env, "--cores", "2", target)
     out, _ = second.communicate(timeout=900)
     assert second.returncode == 0, out[-3000:]
     log = (interrupted / "logs/train/ccd_micro.log").read_text()
-    assert f"resuming from {checkpoint.relative_to(interrupted)} at epoch {killed_at + 1} of 6" in log
+    assert f"resuming from {checkpoint.relative_to(interrupted)} at epoch {killed_at + 1} of 4" in log
 
     # same seed: the same split, and (on CPU) the same test metrics to 1e-6
     split = lambda root: json.loads((root / "results/ccd_micro/split.json").read_text())  # noqa: E731
