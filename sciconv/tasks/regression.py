@@ -36,7 +36,9 @@ def r2_rmse(predicted: np.ndarray, truth: np.ndarray, names: list[str], prefix: 
     for j, name in enumerate(names):
         residual = np.sum((truth[:, j] - predicted[:, j]) ** 2)
         total = np.sum((truth[:, j] - truth[:, j].mean()) ** 2)
-        out[f"{prefix}r2_{name}"] = float(1 - residual / total) if total > 0 else float("nan")
+        # undefined where the truth does not vary (a bootstrap resample of one case drawn n times): the
+        # rounding residue of its sum of squares would make R² any huge negative number
+        out[f"{prefix}r2_{name}"] = float(1 - residual / total) if np.ptp(truth[:, j]) > 0 else float("nan")
         out[f"{prefix}rmse_{name}"] = float(np.sqrt(residual / len(truth)))
     r2 = [out[f"{prefix}r2_{n}"] for n in names if np.isfinite(out[f"{prefix}r2_{n}"])]
     out[f"{prefix}r2_mean"] = float(np.mean(r2)) if r2 else float("nan")
