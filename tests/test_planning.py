@@ -175,7 +175,7 @@ def test_rare_classes_are_centred_on_more_often(tmp_path):
     shares = [0.96, 0.03, 0.008, 0.001, 0.001]
     ctx = synthetic_context(ds, [[64, 64]] * 20, {"classes": {n: {"voxels": 1, "voxel_fraction": f} for n, f in
                                                               zip(ds.class_names, shares)}})
-    from sciconv.tasks.segmentation import plan_sampling
+    from sciconv.tasks.segmentation_plan import plan_sampling
 
     plan_sampling(ctx, ctx.fingerprint["classes"])
     ratios = ctx.plan.settings["train.class_sampling_ratios"].value

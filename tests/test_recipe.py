@@ -196,3 +196,19 @@ def test_an_ensemble_is_the_mean_of_its_members_probabilities_or_outputs():
     regression = inference.EnsembleNet(heads, "outputs", scales, shifts)
     by_hand = sum(h(x) * torch.tensor(s) + torch.tensor(b) for h, s, b in zip(heads, scales, shifts)) / 2
     torch.testing.assert_close(regression(x), by_hand)
+
+
+def test_post_processing_keeps_only_the_largest_component_of_its_class():
+    from sciconv.tasks.segmentation import keep_largest_component, postprocess
+
+    mask = np.zeros((10, 10), np.uint8)
+    mask[0:3, 0:3] = 1  # the largest lesion
+    mask[6:8, 6:8] = 1  # a smaller one of the same class: removed
+    mask[5, 0] = 2      # another class: untouched
+    kept = keep_largest_component(mask, 1)
+    assert (kept == 1).sum() == 9 and kept[6, 6] == 0 and kept[5, 0] == 2
+    volume = np.zeros((6, 6, 6), np.uint8)
+    volume[0, 0, 0] = volume[1, 1, 1] = volume[4, 4, 4] = 1  # corner-touching voxels are one component
+    assert (keep_largest_component(volume, 1) == 1).sum() == 2
+    assert np.array_equal(postprocess(mask, {"edema": "largest_component"}, ["background", "lesion", "edema"]),
+                          np.where(mask == 2, 2, mask))  # class 2 has one component: nothing removed
