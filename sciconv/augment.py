@@ -8,7 +8,9 @@ A domain's `augment_specs(params)` returns a list of plain dicts, each {"kind": 
   scale_intensity   factor                    image * (1 + u), u in [-factor, factor]
   shift_intensity   offset                    image + u, u in [-offset, offset]
   gamma             gamma (range)             contrast curve on the sample's own min..max
-  noise             std, mean                 Gaussian noise, its std drawn from [0, std] per sample
+  noise             std, mean, fixed          Gaussian noise, its std drawn from [0, std] per sample (fixed: std itself)
+  stretch           factor, offset            a 1D axis stretched by 1 + u (u in [-factor, factor]) and shifted by
+                                              up to offset cells: a spectrum's gain and offset drift
   bias_field        coeff (range), degree     a smooth multiplicative field (Legendre polynomials, as MRI coils)
   roll              axes                      periodic shift by a random amount (periodic simulation boxes)
 Spatial kinds move the mask with the image (nearest neighbour); intensity kinds touch the image only.
@@ -31,7 +33,7 @@ import torch.nn.functional as F
 from monai.networks.layers import GaussianFilter
 from monai.transforms import MapTransform, RandomizableTransform
 
-SPATIAL_KINDS = {"flip", "rot90", "affine", "elastic", "roll"}
+SPATIAL_KINDS = {"flip", "rot90", "affine", "elastic", "roll", "stretch"}
 INTENSITY_KINDS = {"scale_intensity", "shift_intensity", "gamma", "noise", "bias_field"}
 
 
@@ -77,7 +79,10 @@ def monai_transforms(specs: list[dict], keys=("image",)) -> list:
         elif kind == "gamma":
             out.append(RandAdjustContrastd("image", prob=prob, gamma=tuple(spec["gamma"])))
         elif kind == "noise":
-            out.append(RandGaussianNoised("image", prob=prob, std=spec["std"], mean=spec.get("mean", 0.0)))
+            out.append(RandGaussianNoised("image", prob=prob, std=spec["std"], mean=spec.get("mean", 0.0),
+                                          sample_std=not spec.get("fixed", False)))
+        elif kind == "stretch":
+            raise ValueError("augmentation kind stretch has no MONAI transform; it runs in BatchAugment only")
         elif kind == "bias_field":
             out.append(RandBiasFieldd("image", coeff_range=tuple(spec["coeff"]), degree=spec.get("degree", 3),
                                       prob=prob))
@@ -224,6 +229,22 @@ class BatchAugment:
             mask = BatchAugment._select(applies, moved.to(mask.dtype), mask)
         return image, mask
 
+    def _stretch(self, spec, image, mask, applies, generator, n, rows):
+        """Resample a 1D signal at (i - shift) / (1 + u): peaks move as under a gain and offset drift, and
+        values outside the signal are zero (no counts)."""
+        stretch = (1 + (torch.rand(n, generator=generator) * 2 - 1) * spec["factor"])[rows]
+        shift = ((torch.rand(n, generator=generator) * 2 - 1) * spec["offset"])[rows]
+        length = image.shape[-1]
+        cells = torch.arange(length, dtype=torch.float32)
+        where = (cells[None] - shift[:, None]) / stretch[:, None]
+        where = torch.where(applies[:, None], where, cells[None]).clamp(-1, length).to(image.device)
+        lower = where.floor().clamp(-1, length - 1)
+        weight = (where - lower).to(image.dtype)[:, None]
+        padded = F.pad(image, (1, 1))  # index -1 and length read the zero padding
+        left = torch.gather(padded, 2, (lower.long() + 1)[:, None].expand(-1, image.shape[1], -1))
+        right = torch.gather(padded, 2, (lower.long() + 2).clamp(max=length + 1)[:, None].expand(-1, image.shape[1], -1))
+        return left * (1 - weight) + right * weight, mask
+
     def _scale_intensity(self, spec, image, mask, applies, generator, n, rows):
         factor = (1 + (torch.rand(n, generator=generator) * 2 - 1) * spec["factor"])[rows]
         return image * torch.where(applies, factor, 1.0).to(image).view(-1, *[1] * (image.ndim - 1)), mask
@@ -244,6 +265,8 @@ class BatchAugment:
 
     def _noise(self, spec, image, mask, applies, generator, n, rows):
         std = (torch.rand(n, generator=generator) * spec["std"])[rows]
+        if spec.get("fixed"):
+            std = torch.full_like(std, float(spec["std"]))
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         local = torch.Generator(device=image.device).manual_seed(seed)
         # drawn for the global batch so a sample's noise does not depend on how many processes share it

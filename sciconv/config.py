@@ -278,6 +278,8 @@ def load_dataset(name_or_path: str, global_cfg: dict, overrides: list[str] | tup
     problem = ds.task.check_config(cfg)
     if problem:
         raise ConfigError(f"{path}: {problem}")
+    for key, problem in ds.domain.check_config(cfg):
+        raise ConfigError(f"{path}: key {key}: {problem}")
     return ds
 
 
@@ -293,9 +295,13 @@ def resolve_tta(path: Path, cfg: dict, ds) -> None:
     """evaluate.tta and tta_axes as inference uses them: the task's default where tta is null (mirror when
     axes are named), the axes the domain's augmentation flips where tta_axes is null, and [] for none."""
     evaluate = cfg["evaluate"]
+    written = evaluate["tta"]
     if evaluate["tta"] is None:
         evaluate["tta"] = "mirror" if evaluate["tta_axes"] else ds.task.default_tta
     allowed = ds.domain.mirror_axes(cfg["augment"])
+    if written == "mirror" and not allowed:
+        raise ConfigError(f"{path}: key evaluate.tta: mirror needs an axis the {cfg['domain']} domain's "
+                          "augmentation flips, and with these augment settings it flips none; set tta: none")
     if evaluate["tta"] == "none":
         evaluate["tta_axes"] = []
         return

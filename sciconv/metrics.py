@@ -194,7 +194,8 @@ def auroc(probabilities: np.ndarray, labels: np.ndarray) -> float:
 
 def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, threshold: float | None = None,
                            prefix: str = "") -> dict[str, float]:
-    """auroc, pr_auc, balanced_accuracy, sensitivity, specificity (binary at `threshold`; macro one-vs-rest otherwise).
+    """auroc, pr_auc, accuracy, balanced_accuracy, sensitivity, specificity (binary at `threshold`; macro
+    one-vs-rest otherwise).
 
     Undefined values (a class absent from the set) are NaN rather than a misleading 0 or 1.
     """
@@ -222,7 +223,7 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, thresh
         recalls = [np.mean(predicted[labels == c] == c) for c in present]
         specificities = [np.mean(predicted[labels != c] != c) for c in present if (labels != c).any()]
         sensitivity, specificity = np.mean(recalls), (np.mean(specificities) if specificities else np.nan)
-    out = {"auroc": auroc, "pr_auc": pr_auc,
+    out = {"auroc": auroc, "pr_auc": pr_auc, "accuracy": np.mean(predicted == labels) if len(labels) else np.nan,
            "balanced_accuracy": balanced_accuracy_score(labels, predicted) if len(labels) else np.nan,
            "sensitivity": sensitivity, "specificity": specificity}
     return {f"{prefix}{k}": float(v) for k, v in out.items()}

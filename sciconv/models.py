@@ -23,10 +23,13 @@ from sciconv.networks import SEGMENTERS, check_input_size, downsampling_factor, 
 RESNET_LAYERS = {"resnet10": [1, 1, 1, 1], "resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3]}
 
 
-def model_args(model_cfg: dict, spatial_dims: int, in_channels: int, out_channels: int) -> dict:
-    """Everything needed to rebuild the network, as plain data (saved in every checkpoint)."""
+def model_args(model_cfg: dict, spatial_dims: int, in_channels: int, out_channels: int,
+               input_size: list[int] | tuple[int, ...] | None = None) -> dict:
+    """Everything needed to rebuild the network, as plain data (saved in every checkpoint). input_size
+    is the spatial size of the inputs, which a network with a flattening head (convnet) is built for."""
     return {"spatial_dims": spatial_dims, "in_channels": in_channels, "out_channels": out_channels,
-            **{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in model_cfg.items()}}
+            **{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in model_cfg.items()},
+            "input_size": [int(n) for n in input_size] if input_size is not None else None}
 
 
 def build_classifier(args: dict) -> nn.Module:
@@ -38,7 +41,7 @@ def build_classifier(args: dict) -> nn.Module:
     weakly supervised detection).
     """
     net = _classifier(args)
-    if args.get("pooling", "avg") == "max":
+    if args.get("pooling", "avg") == "max" and args["name"] != "convnet":  # convnet flattens, it never pools
         pool = nn.AdaptiveMaxPool3d(1) if args["spatial_dims"] == 3 else nn.AdaptiveMaxPool2d(1)
         for owner, attribute in ((getattr(net, "class_layers", None), "pool"), (net, "avgpool"), (net, "_avg_pooling")):
             if owner is not None and hasattr(owner, attribute):
@@ -50,9 +53,21 @@ def build_classifier(args: dict) -> nn.Module:
 
 
 def _classifier(args: dict) -> nn.Module:
-    from monai.networks.nets import DenseNet, DenseNet121, EfficientNetBN, ResNet
+    from monai.networks.nets import Classifier, DenseNet, DenseNet121, EfficientNetBN, ResNet
 
     name, dims, cin, cout = args["name"], args["spatial_dims"], args["in_channels"], args["out_channels"]
+    if name == "convnet":
+        # MONAI's Classifier: strided convolutions, then a linear layer over the flattened features, so
+        # where along the signal a feature sits still matters (a spectrum's energy axis); the MNIST-1D
+        # paper's CNN. It is built for one input size, which sciconv takes from the training data.
+        if not args.get("input_size"):
+            raise ModelConfigError("model.name convnet is built for one input size, and none was given")
+        if len(args["strides"]) != len(args["channels"]):
+            raise ModelConfigError(f"model.strides needs one entry per convolution of model.channels "
+                                   f"({len(args['channels'])}) for convnet, got {len(args['strides'])}")
+        return Classifier((cin, *args["input_size"]), cout, channels=args["channels"], strides=args["strides"],
+                          kernel_size=args["kernel_size"], num_res_units=args["num_res_units"], act="relu",
+                          norm=_norm(args["norm"]), dropout=args["dropout"] or None)
     if name == "densenet121":
         return DenseNet121(spatial_dims=dims, in_channels=cin, out_channels=cout, dropout_prob=args["dropout"])
     if name == "densenet":
@@ -167,6 +182,9 @@ def layer_table(net: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[Laye
 
 def cam_target_layer(net: nn.Module, name: str) -> str:
     """The layer whose activations Grad-CAM weighs for an image-level network: its last spatial feature maps."""
+    if name == "convnet":
+        last = list(dict(net.net.named_children()))[-1]  # MONAI names its convolutions net.layer_<i>
+        return f"net.{last}"
     if name.startswith("densenet"):
         return "class_layers.relu"  # norm5 + ReLU, just before global pooling
     if name in RESNET_LAYERS:

@@ -27,6 +27,13 @@ def downsampling_factor(args: dict) -> int:
 
 
 def check_input_size(args: dict, size: list[int] | tuple[int, ...], what: str = "train.patch_size") -> None:
+    if args["name"] == "convnet":
+        # strided convolutions, then a linear head over what is left: each stride needs a cell to halve
+        factor = math.prod(args["strides"])
+        if min(size) < factor:
+            raise ModelConfigError(f"{what} {list(size)} is too small for convnet: its strides {args['strides']} "
+                                   f"downsample by {factor}; use at least {factor} per axis, or fewer strides")
+        return
     if not is_segmenter(args["name"]):
         # image-level networks end in global pooling: any size works that survives their first
         # downsamplings (a stride-2 stem and pooling, then stages that stop at one voxel)

@@ -140,6 +140,17 @@ def _middle(array: np.ndarray) -> np.ndarray:
     return array
 
 
+def _show(ax, array: np.ndarray, cmap: str = "gray", **imshow):
+    """A signal as a curve, an image (or a volume's middle slice) as a picture; returns the artist."""
+    if array.ndim == 1:
+        ax.axis("on")
+        ax.tick_params(labelsize=5)
+        return ax.plot(np.arange(len(array)), array, lw=0.9, color="0.2" if cmap == "gray" else "tab:blue")[0]
+    return ax.imshow(_middle(array), cmap=cmap, **imshow)
+
+
+CONVOLUTIONS = ("Conv1d", "Conv2d", "Conv3d")
+
 def augmented_samples(out_dir: Path, images: np.ndarray, title: str, per_row: int = 4) -> Path:
     """A grid of training inputs after augmentation (first channel; the middle slice of 3D inputs)."""
     n = min(len(images), 2 * per_row)
@@ -150,7 +161,7 @@ def augmented_samples(out_dir: Path, images: np.ndarray, title: str, per_row: in
         ax.axis("off")
         if i >= n:
             continue
-        ax.imshow(_middle(images[i, 0]), cmap="gray")
+        _show(ax, images[i, 0])
         ax.set_title(f"sample {i}" + (" (middle slice)" if images.ndim > 4 else ""), fontsize=8)
     fig.suptitle(f"what the network saw: augmented training inputs, {title}")
     return _save(fig, out_dir / "augmented_samples.png")
@@ -158,9 +169,7 @@ def augmented_samples(out_dir: Path, images: np.ndarray, title: str, per_row: in
 
 def first_layer_filters(out_dir: Path, net, title: str, max_filters: int = 32, max_inputs: int = 4) -> Path:
     """The first convolution's kernels as a grid (rows: filters, columns: input channels; 3D: middle slice)."""
-    import torch
-
-    first = next(m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)))
+    first = next(m for m in net.modules() if type(m).__name__ in CONVOLUTIONS)
     weights = first.weight.detach().float().cpu().numpy()[:max_filters, :max_inputs]
     n_out, n_in = weights.shape[:2]
     columns = min(8, n_out)
@@ -173,9 +182,13 @@ def first_layer_filters(out_dir: Path, net, title: str, max_filters: int = 32, m
     for f in range(n_out):
         for c in range(n_in):
             ax = axes[f // columns, (f % columns) * n_in + c]
-            image = ax.imshow(_middle(weights[f, c]), cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+            if weights.ndim == 3:  # 1D kernels: the weights as a curve over the kernel's taps
+                ax.axhline(0, color="0.7", lw=0.5)
+                ax.set_ylim(-limit, limit)
+            image = _show(ax, weights[f, c], cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
             ax.set_title(f"f{f} in{c}", fontsize=6)
-    fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.02, label="weight")
+    if weights.ndim > 3:
+        fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.02, label="weight")
     kernel = "x".join(map(str, first.weight.shape[2:]))
     fig.suptitle(f"{title}: first convolution, {n_out} of {first.weight.shape[0]} filters, {kernel} kernels"
                  + (" (middle slice)" if first.weight.ndim == 5 else ""))
@@ -193,7 +206,7 @@ def feature_maps(out_dir: Path, net, image: np.ndarray, title: str, n_layers: in
     from sciconv.inference import pad_to_multiple
 
     image = pad_to_multiple(image, multiple)
-    convs = [(name, m) for name, m in net.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))]
+    convs = [(name, m) for name, m in net.named_modules() if type(m).__name__ in CONVOLUTIONS]
     picks = [convs[i] for i in sorted({round(i * (len(convs) - 2) / max(n_layers - 1, 1)) for i in range(n_layers)})]
     saved = {}
     handles = [m.register_forward_hook(lambda _m, _i, out, name=name: saved.__setitem__(name, out.detach()))
@@ -209,15 +222,16 @@ def feature_maps(out_dir: Path, net, image: np.ndarray, title: str, n_layers: in
                              squeeze=False, constrained_layout=True)
     for row, (name, _) in enumerate(picks):
         maps = saved[name][0].float().cpu().numpy()
-        axes[row, 0].imshow(_middle(image[0]), cmap="gray")
+        _show(axes[row, 0], image[0])
         axes[row, 0].set_title("input", fontsize=7)
         strongest = np.argsort(-np.abs(maps).reshape(len(maps), -1).mean(1))[:n_channels]
         for col in range(n_channels):
             ax = axes[row, col + 1]
             if col < len(strongest):
-                ax.imshow(_middle(maps[strongest[col]]), cmap="viridis")
+                _show(ax, maps[strongest[col]], cmap="viridis")
                 ax.set_title(f"{name}\nch {strongest[col]} {tuple(maps.shape[1:])}", fontsize=6)
         for ax in axes[row]:
-            ax.axis("off")
+            if image.ndim > 2:
+                ax.axis("off")
     fig.suptitle(f"{title}: feature maps (the most active channels of each layer)")
     return _save(fig, out_dir / "feature_maps.png")

@@ -182,7 +182,7 @@ def hirescam(model: nn.Module, x: torch.Tensor, class_idx: int, target_layer: st
     finally:
         handle.remove()
     cam = torch.relu((grad * saved["a"]).sum(1, keepdim=True))
-    mode = "trilinear" if cam.ndim == 5 else "bilinear"
+    mode = {3: "linear", 4: "bilinear", 5: "trilinear"}[cam.ndim]
     cam = F.interpolate(cam, size=x.shape[2:], mode=mode, align_corners=False)[0, 0]
     span = cam.max() - cam.min()
     return ((cam - cam.min()) / span if span > 0 else torch.zeros_like(cam)).detach().cpu().numpy()
@@ -280,6 +280,8 @@ def render_segmentation_volume(path: Path, image: np.ndarray, truth: np.ndarray,
 def render_classification(path: Path, image: np.ndarray, lesion: np.ndarray | None,
                           maps: dict[str, np.ndarray], title: str, channel: int = 0) -> None:
     """Rows: the input, then one overlay per method; 3D shows orthogonal slices through the saliency maximum."""
+    if image.ndim == 2:
+        return render_signal(path, image, maps, title, channel)
     first_map = next(iter(maps.values()))
     at = np.unravel_index(int(np.argmax(first_map)), first_map.shape)
     shown = image[channel]
@@ -309,5 +311,29 @@ def render_classification(path: Path, image: np.ndarray, lesion: np.ndarray | No
     if im is not None:
         fig.colorbar(im, ax=axes[:, -1].tolist(), fraction=0.046, label="saliency (normalised)")
     fig.suptitle(f"{title}\n(green: true lesion outline; cyan +: saliency maximum)", fontsize=9)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+
+
+def render_signal(path: Path, image: np.ndarray, maps: dict[str, np.ndarray], title: str, channel: int = 0) -> None:
+    """A 1D signal with each method's saliency as a filled curve under it, on the same axis."""
+    shown = image[channel]
+    bins = np.arange(len(shown))
+    fig, axes = plt.subplots(1 + len(maps), 1, figsize=(8, 1.9 * (1 + len(maps))), sharex=True, squeeze=False,
+                             constrained_layout=True)
+    axes = axes[:, 0]
+    axes[0].plot(bins, shown, color="0.15", lw=1)
+    axes[0].set_title("input", fontsize=9)
+    for ax, (name, saliency) in zip(axes[1:], maps.items()):
+        ax.plot(bins, shown, color="0.6", lw=0.8)
+        twin = ax.twinx()
+        twin.fill_between(bins, 0, saliency, color="tab:orange", alpha=0.5, step="mid")
+        twin.set_ylim(0, 1.05)
+        twin.set_ylabel("saliency", fontsize=7)
+        peak = int(np.argmax(saliency))
+        ax.axvline(peak, color="tab:red", lw=0.8, ls="--")
+        ax.set_title(f"{name} (maximum at bin {peak})", fontsize=9)
+    axes[-1].set_xlabel("bin")
+    fig.suptitle(title, fontsize=9)
     fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)

@@ -59,6 +59,26 @@ def shrunk_mri_config(task: str, n_subjects: int = 10, epochs: int = 2) -> dict:
     return cfg
 
 
+def shrunk_mnist1d_config(n_samples: int = 300, epochs: int = 3) -> dict:
+    """config/datasets/mnist1d_demo.yaml as shipped, made small (the package's generator, fewer signals)."""
+    cfg = yaml.safe_load((REPO / "config/datasets/mnist1d_demo.yaml").read_text())
+    cfg["source"]["n_samples"] = n_samples
+    cfg["train"].update(epochs=epochs, batch_size=50)
+    cfg["explain"]["n_samples"] = 1
+    return cfg
+
+
+def shrunk_gamma_config(task: str = "classification", n_samples: int = 60, epochs: int = 3) -> dict:
+    """config/datasets/gamma_demo.yaml (classification) or gamma_activity_demo.yaml as shipped, made small."""
+    name = "gamma_demo" if task == "classification" else "gamma_activity_demo"
+    cfg = yaml.safe_load((REPO / f"config/datasets/{name}.yaml").read_text())
+    cfg["source"].update(n_samples=n_samples, n_channels=256)
+    cfg["preprocess"]["length"] = 128
+    cfg["train"].update(epochs=epochs, batch_size=16)
+    cfg["explain"]["n_samples"] = 1
+    return cfg
+
+
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     """A project folder with config/config.yaml and one micro CCD dataset; cwd is moved there."""

@@ -31,7 +31,8 @@ class Domain:
     TARGETS (regression outputs; none), simulate (no simulator), SAMPLE_COUNT_KEY (the source key of the
     simulator's sample count; none), DISPLAY_CHANNEL (the channel saliency montages are drawn over; the
     first), NORMALISATION (how intensities are normalised, reported in plan.json), SPACING_KEY (the
-preprocess key of the target voxel size; when the YAML leaves it null the planner chooses it)."""
+preprocess key of the target voxel size; when the YAML leaves it null the planner chooses it),
+SPATIAL_DIMS (the dimensionalities its samples may have; 2D images and 3D volumes; (1,) for signals)."""
 
     def __init__(self, name: str, module: ModuleType):
         self.name, self.module = name, module
@@ -46,6 +47,22 @@ preprocess key of the target voxel size; when the YAML leaves it null the planne
         self.can_simulate = callable(getattr(module, "simulate", None))
         self.normalisation: str = getattr(module, "NORMALISATION", "the domain's preprocess")
         self.spacing_key: str | None = getattr(module, "SPACING_KEY", None)
+        self.spatial_dims: tuple[int, ...] = tuple(getattr(module, "SPATIAL_DIMS", (2, 3)))
+
+    @property
+    def signals(self) -> bool:
+        """Its samples are 1D signals: a 2D array read for it is channels by length (io.as_signal)."""
+        return self.spatial_dims == (1,)
+
+    def dims_problem(self, image: np.ndarray) -> str | None:
+        """Why a sample of this dimensionality is not one of this domain's, or None."""
+        spatial = image.ndim - 1
+        if spatial in self.spatial_dims:
+            return None
+        takes = " or ".join(f"{d}D" for d in self.spatial_dims)
+        kind = "signal" if spatial == 1 else "image"
+        return (f"a {spatial}D {kind} of shape {list(image.shape[1:])}; domain {self.name} takes {takes} "
+                f"{'signals' if self.signals else 'images'}")
 
     def class_names(self, task: str) -> list[str] | None:
         """The classes the domain fixes for `task`, or None where the dataset declares them."""
@@ -72,6 +89,18 @@ preprocess key of the target voxel size; when the YAML leaves it null the planne
         sight and a mammogram's left-right are never among them)."""
         return tuple(sorted({int(spec["axis"]) for spec in self.augment_specs(augment_params)
                              if spec["kind"] == "flip"}))
+
+    def check_config(self, cfg: dict) -> list[tuple[str, str]]:
+        """(key, problem) pairs where the domain's settings contradict each other or the dataset's
+        classes and targets; the module's optional check_config, none by default."""
+        check = getattr(self.module, "check_config", None)
+        return list(check(cfg)) if check else []
+
+    def baseline_learners(self, cfg: dict, task: str) -> dict:
+        """Classical models the domain fits on its baseline features beside the task's own (named, each
+        reported as baseline_<name>_*); the module's optional baseline_learners, none by default."""
+        learners = getattr(self.module, "baseline_learners", None)
+        return learners(cfg, task) if learners else {}
 
     def baseline(self, image: np.ndarray, attrs: dict, cfg: dict, needs: str) -> Baseline:
         """The classical result for one sample; `needs` ('mask', 'score or features', 'features') is what

@@ -29,7 +29,10 @@ _MASK_WRITERS: dict[str, tuple[MaskWriter, bool]] = {}
 SERIES_FOLDER = "<dicom series folder>"  # (lower case, as suffixes are kept) the key a writer for sources that are folders of slices registers
 # A format named in a dataset's source.format picks the reader of one of its suffixes.
 FORMAT_SUFFIX = {"dicom": ".dcm", "nifti": ".nii", "fits": ".fits", "hdf5": ".h5", "tiff": ".tif",
-                 "image": ".png", "npy": ".npy"}
+                 "image": ".png", "npy": ".npy", "csv": ".csv", "tsv": ".tsv"}
+# The most channels a signal may have: a 2D array read for a dataset of 1D signals is (channels,
+# length) when its first axis is at most this long, and an image (refused) otherwise.
+MAX_SIGNAL_CHANNELS = 16
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 
 
@@ -81,8 +84,10 @@ def claim(path: Path, shape, itemsize: int, stored_bytes: int | None = None) -> 
                         f"{stored_bytes:,} bytes of data; the file is truncated or its header is corrupt")
 
 
-def register(*suffixes: str):
+def register(*suffixes: str, options: tuple[str, ...] = ()):
+    """options: the source keys the reader takes as keyword arguments (which HDU, which columns)."""
     def wrap(func: Reader) -> Reader:
+        func.options = tuple(options)
         for suffix in suffixes:
             _READERS[suffix.lower()] = func
         return func
@@ -126,14 +131,16 @@ def reader_for(path: Path | str) -> Reader:
     return _READERS[suffix]
 
 
-def read(path: Path | str, as_suffix: str | None = None, max_gib: float | None = None) -> tuple[np.ndarray, dict]:
+def read(path: Path | str, as_suffix: str | None = None, max_gib: float | None = None,
+         options: dict | None = None) -> tuple[np.ndarray, dict]:
     """(image, metadata) with the image channels first; as_suffix forces a format (e.g. '.dcm' for
-    files with none); max_gib bounds what one image may claim (default DEFAULT_MAX_IMAGE_GIB)."""
+    files with none); max_gib bounds what one image may claim (default DEFAULT_MAX_IMAGE_GIB);
+    options are the source keys that say where in a file the data are (source.hdu, source.column)."""
     with size_limit(max_gib):
-        return _read(Path(path), as_suffix)
+        return _read(Path(path), as_suffix, {k: v for k, v in (options or {}).items() if v is not None})
 
 
-def _read(path: Path, as_suffix: str | None) -> tuple[np.ndarray, dict]:
+def _read(path: Path, as_suffix: str | None, options: dict) -> tuple[np.ndarray, dict]:
     if path.is_dir():
         # A folder is a DICOM series: one slice per file, assembled into a volume.
         from sciconv.io.dicom import read_dicom_series
@@ -144,8 +151,13 @@ def _read(path: Path, as_suffix: str | None) -> tuple[np.ndarray, dict]:
     if path.stat().st_size == 0:
         raise ReadError(f"{path}: the file is empty (0 bytes); it was not written completely, or copied wrongly")
     reader = reader_for(Path(f"file{as_suffix}") if as_suffix else path)
+    taken = getattr(reader, "options", ())
+    unused = [f"source.{key}" for key in options if key not in taken]
+    if unused:
+        raise ReadError(f"{path}: {' and '.join(unused)} name a part of a file, which {_suffix(path)} files do not "
+                        f"have; {'they apply' if len(unused) > 1 else 'it applies'} to FITS tables and CSV/TSV files only")
     try:
-        image, meta = reader(path)
+        image, meta = reader(path, **options)
     except ReadError:
         raise
     except MemoryError as err:
@@ -192,8 +204,26 @@ def read_source(image_path: Path | str, mask_path: Path | str | None, source: di
         if mask is not None and not mask_path:
             return image, meta, mask.astype(np.int64), label
     else:
-        (image, meta), label = read(image_path, as_suffix, max_gib), None
+        (image, meta), label = read(image_path, as_suffix, max_gib, part_options(source)), None
     return image, meta, read_mask(mask_path, as_suffix, max_gib) if mask_path else None, label
+
+
+def part_options(source: dict) -> dict:
+    """The source keys that say which part of a file holds the data (a FITS HDU, table columns)."""
+    return {"hdu": source.get("hdu"), "column": source.get("column")}
+
+
+def as_signal(image: np.ndarray, path: Path | str) -> np.ndarray:
+    """An array read for a dataset of 1D signals as (channels, length): a vector is one channel, a 2D
+    array (read as one image) is channels by length when it has at most MAX_SIGNAL_CHANNELS rows."""
+    spatial = image.shape[1:]
+    if len(spatial) == 1:
+        return image
+    if len(spatial) == 2 and image.shape[0] == 1 and spatial[0] <= MAX_SIGNAL_CHANNELS < spatial[1]:
+        return image[0]
+    raise ReadError(f"{path}: holds a {len(spatial)}D image of {' x '.join(map(str, spatial))} "
+                    f"({image.shape[0]} channel(s)); this dataset's domain takes 1D signals: a vector, or "
+                    f"(channels, length) with at most {MAX_SIGNAL_CHANNELS} channels")
 
 
 def read_channels(paths: list[Path | str], as_suffix: str | None = None,
@@ -216,17 +246,20 @@ def read_channels(paths: list[Path | str], as_suffix: str | None = None,
     return np.concatenate(parts, 0), first_meta | {"channel_files": [str(p) for p in paths]}
 
 
-def read_row(row: dict, source: dict, digest: bool = True) -> tuple[np.ndarray, dict, np.ndarray | None, object, str]:
+def read_row(row: dict, source: dict, digest: bool = True,
+             signal: bool = False) -> tuple[np.ndarray, dict, np.ndarray | None, object, str]:
     """(image, metadata, mask or None, label stored with it or None, content hash) of one row a layout
     lists: one file, one file per channel (row["channels"]), one item of an archive's split arrays
     (row["member"]), or one DICOM series among several in a folder (row["series"]). The hash is what
     the duplicate check compares (None without `digest`); the channel names a layout declares
-    (row["channel_names"]) join the metadata."""
+    (row["channel_names"]) join the metadata. `signal`: the dataset holds 1D signals (as_signal)."""
     import hashlib
 
     from sciconv.runtime import sha256_file
 
     image, meta, mask, label, hashed = _read_row(row, source)
+    if signal:
+        image = as_signal(image, row["image"])
     if row.get("channel_names"):
         meta["channel_names"] = list(row["channel_names"])
     if not digest:
@@ -302,4 +335,4 @@ def read_mask(path: Path | str, as_suffix: str | None = None, max_gib: float | N
 
 
 # Readers register on import.
-from sciconv.io import arrays, dicom, dicom_seg, fits, nifti  # noqa: E402,F401
+from sciconv.io import arrays, dicom, dicom_seg, fits, nifti, tables  # noqa: E402,F401

@@ -1,7 +1,8 @@
 """Array and picture formats: HDF5, TIFF, PNG/JPEG, NumPy.
 
-Channel convention where the file does not say: a 2D array is one grey image (1, H, W); a
-3D TIFF stack or array is a volume (1, D, H, W); an RGB(A) picture's last axis of 3 or 4 is
+Channel convention where the file does not say: a 1D array is one signal (1, L); a 2D array is
+one grey image (1, H, W) (or, for a dataset of signals, channels by length: sciconv.io.as_signal);
+a 3D TIFF stack or array is a volume (1, D, H, W); an RGB(A) picture's last axis of 3 or 4 is
 its channels.
 """
 
@@ -19,9 +20,10 @@ def channels_first(array: np.ndarray, path: Path, colour_last: bool = False) -> 
         raise ReadError(f"{path}: the array is empty (shape {array.shape})")
     if colour_last and array.ndim == 3 and array.shape[-1] in (3, 4):
         return np.moveaxis(array, -1, 0)
-    if array.ndim in (2, 3):
+    if array.ndim in (1, 2, 3):
         return array[None]
-    raise ReadError(f"{path}: {array.ndim}D array of shape {array.shape}; expected a 2D image or a 3D volume")
+    raise ReadError(f"{path}: {array.ndim}D array of shape {array.shape}; expected a 1D signal, a 2D image or a "
+                    "3D volume")
 
 
 def pick(names: list[str], path: Path, preferred: str = "image") -> str:

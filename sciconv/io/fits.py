@@ -78,37 +78,102 @@ def claim_hdu(hdu, path: Path) -> None:
     claim(path, shape, itemsize, None if compressed else path.stat().st_size)
 
 
-@register(".fits", ".fit", ".fts", ".fits.gz", ".fits.fz")
-def read_fits(path: Path, assemble: bool | None = None) -> tuple[np.ndarray, dict]:
-    """A frame from a FITS file: the first image HDU, or the amplifiers assembled.
+# .pha, .pi: OGIP spectra; .lc: light curves (FITS files by another name)
+@register(".fits", ".fit", ".fts", ".fits.gz", ".fits.fz", ".pha", ".pi", ".lc", options=("hdu", "column"))
+def read_fits(path: Path, assemble: bool | None = None, hdu: int | str | None = None,
+              column: str | list[str] | None = None) -> tuple[np.ndarray, dict]:
+    """A frame from a FITS file: the first image HDU, or the amplifiers assembled; or a signal from a
+    table's columns.
 
     assemble=None assembles when there are several image HDUs that all carry DETSEC (one per
     amplifier, as CCD controllers write them); False always takes the first image HDU.
     astropy applies BZERO/BSCALE, so unsigned 16-bit data come back as their true values, and
     tile-compressed HDUs are decompressed. Header keywords are kept as metadata.
+    `hdu` (index or EXTNAME) picks the HDU; `column` (one name or several, one channel each) reads
+    a binary or ASCII table, as a spectrum's COUNTS in an OGIP PHA file. A file without image data
+    but with a table is read as that table (OGIP files put the spectrum in a SPECTRUM extension).
     """
     try:
         with fits.open(path, memmap=False) as hdul:
-            for hdu in hdul:
-                claim_hdu(hdu, path)
+            for one in hdul:
+                claim_hdu(one, path)
+            chosen = pick_hdu(hdul, hdu, path) if hdu is not None else None
             images = [(i, h) for i, h in enumerate(hdul) if h.is_image and h.data is not None and h.data.size > 0]
-            if not images:
-                raise ReadError(f"{path}: no HDU with image data")
-            amplifiers = [h for _, h in images if "DETSEC" in h.header]
-            if assemble is not False and len(images) > 1 and len(amplifiers) == len(images):
-                data, meta = assemble_amplifiers(amplifiers, path)
-                meta["hdu"] = "assembled"
-            else:
-                index, hdu = images[0]
-                data, meta = np.asarray(hdu.data), _keywords(hdu.header)
+            tables = [(i, h) for i, h in enumerate(hdul) if isinstance(h, (fits.BinTableHDU, fits.TableHDU))]
+            if column is not None or (chosen is not None and not chosen[1].is_image) or (not images and tables):
+                index, table = chosen or (tables[0] if tables else (None, None))
+                if table is None or table.is_image:
+                    raise ReadError(f"{path}: source.column {column!r} names a table column, but HDU "
+                                    f"{index if table is not None else '(none)'} is not a table")
+                data, meta = table_columns(table, column, path)
                 meta["hdu"] = index
+            elif chosen is not None:
+                data, meta = np.asarray(chosen[1].data), _keywords(chosen[1].header)
+                meta["hdu"] = chosen[0]
+            else:
+                if not images:
+                    raise ReadError(f"{path}: no HDU with image data and no table")
+                amplifiers = [h for _, h in images if "DETSEC" in h.header]
+                if assemble is not False and len(images) > 1 and len(amplifiers) == len(images):
+                    data, meta = assemble_amplifiers(amplifiers, path)
+                    meta["hdu"] = "assembled"
+                else:
+                    index, first = images[0]
+                    data, meta = np.asarray(first.data), _keywords(first.header)
+                    meta["hdu"] = index
     except (OSError, ValueError, TypeError, KeyError) as err:
         if isinstance(err, ReadError):
             raise
         raise ReadError(f"{path}: not a readable FITS file ({err})") from err
     if data.dtype.byteorder not in ("=", "|"):
         data = data.astype(data.dtype.newbyteorder("="))  # FITS is big-endian; torch and h5py want native
-    return data[None], meta
+    return (data if meta.get("table_columns") else data[None]), meta
+
+
+def pick_hdu(hdul, hdu: int | str, path: Path):
+    """(index, HDU) named by source.hdu: an index, or an EXTNAME (case-insensitive)."""
+    names = [h.name or str(i) for i, h in enumerate(hdul)]
+    if isinstance(hdu, int) or str(hdu).isdigit():
+        index = int(hdu)
+        if not 0 <= index < len(hdul):
+            raise ReadError(f"{path}: source.hdu {hdu} is out of range; the file has {len(hdul)} HDUs ({', '.join(names)})")
+        return index, hdul[index]
+    for index, one in enumerate(hdul):
+        if one.name.upper() == str(hdu).upper():
+            return index, one
+    raise ReadError(f"{path}: source.hdu {hdu!r}: no HDU of that EXTNAME; it has {', '.join(names)}")
+
+
+# The columns a spectrum or light curve is kept in (OGIP PHA: COUNTS or RATE; light curves: RATE,
+# FLUX), taken when source.column is not given; an axis column (CHANNEL, TIME, ENERGY) never is.
+SIGNAL_COLUMNS = ("COUNTS", "RATE", "FLUX")
+
+
+def table_columns(table, column: str | list[str] | None, path: Path) -> tuple[np.ndarray, dict]:
+    """The named columns of a table HDU as (channels, rows), float; the header keywords as metadata."""
+    names = list(table.columns.names)
+    if column is None:
+        found = [name for name in names if name.upper() in SIGNAL_COLUMNS]
+        if not found:
+            raise ReadError(f"{path}: table HDU {table.name} has columns {', '.join(names)} and none of "
+                            f"{', '.join(SIGNAL_COLUMNS)}; set source.column to the signal's column(s)")
+        wanted = found[:1]
+    else:
+        wanted = [column] if isinstance(column, str) else list(column)
+    upper = {name.upper(): name for name in names}
+    missing = [name for name in wanted if name.upper() not in upper]
+    if missing:
+        raise ReadError(f"{path}: table HDU {table.name} has no column {', '.join(missing)} (source.column); "
+                        f"its columns: {', '.join(names)}")
+    parts = []
+    for name in wanted:
+        values = np.asarray(table.data[upper[name.upper()]])
+        if values.ndim != 1 or not np.issubdtype(values.dtype, np.number):
+            raise ReadError(f"{path}: column {name} of HDU {table.name} holds {values.dtype} values of shape "
+                            f"{list(values.shape)}; a signal column holds one number per row")
+        parts.append(values.astype(np.float64))
+    meta = _keywords(table.header) | {"table_columns": [upper[n.upper()] for n in wanted]}
+    return np.stack(parts), meta
 
 
 @register_mask_writer(".fits", ".fit", ".fts", ".fits.gz", ".fits.fz")

@@ -36,11 +36,16 @@ def _check(image: np.ndarray, mask: np.ndarray | None, n_classes: int) -> str | 
         return f"image dtype {image.dtype} is not numeric"
     if image.size == 0:
         return "image is empty"
-    if sorted(image.shape[1:])[-2] < MIN_SIDE:
+    if image.ndim == 2 and image.shape[1] < MIN_SIDE:
+        return f"signal has {image.shape[1]} bins; sciconv needs at least {MIN_SIDE}"
+    if image.ndim > 2 and sorted(image.shape[1:])[-2] < MIN_SIDE:
         return (f"image is {' x '.join(map(str, image.shape[1:]))} pixels; sciconv needs at least {MIN_SIDE} along "
                 "its two longest axes (resized up, a smaller image is a blank sample)")
     if np.issubdtype(image.dtype, np.floating) and not np.all(np.isfinite(image)):
-        return "image holds NaN or Inf values"
+        bad = np.flatnonzero(~np.isfinite(image).all(0).ravel())
+        where = (f"{len(bad)} bin(s) of the signal, the first at bin {bad[0]}" if image.ndim == 2
+                 else f"{len(bad)} pixel(s)")
+        return f"image holds NaN or Inf values in {where}"
     if mask is not None:
         if mask.shape != image.shape[1:]:
             return f"mask shape {mask.shape} differs from image shape {image.shape[1:]}"
@@ -126,9 +131,11 @@ def ingest_row(ds: DatasetConfig, row: dict, sample_id: str, checks: "DatasetChe
     if row.get("problem"):
         return row["problem"]
     try:
-        image, meta, mask, stored_label, sha = readers.read_row(row, ds.cfg["source"])
+        image, meta, mask, stored_label, sha = readers.read_row(row, ds.cfg["source"], signal=ds.domain.signals)
     except readers.ReadError as err:
         return str(err).removeprefix(f"{image_path}: ")
+    if ds.domain.dims_problem(image):
+        return ds.domain.dims_problem(image)
     n_classes = len(ds.class_names)
     mask, reason = ds.task.stored_mask(mask, ds.cfg)
     reason = reason or _check(image, mask, n_classes) or checks.check(image_path, sha, image)

@@ -11,7 +11,15 @@ from sciconv.paths import DatasetPaths
 
 
 def input_shape(ds: DatasetConfig) -> tuple[int, ...]:
-    """(1, C, *patch): channels as the domain's preprocessing will make them."""
+    """(1, C, *size): the first preprocessed sample's channels and size where an image-level network
+    takes whole samples and they are preprocessed, else the domain's channels and train.patch_size."""
+    preprocessed = DatasetPaths(ds.results_dir).preprocessed
+    if not ds.task.dense and not ds.task.configured_input_size(ds.cfg) and preprocessed.is_file():
+        from sciconv.store import StoreReader
+
+        with StoreReader(preprocessed) as store:
+            if store.ids:
+                return (1, *store.sample(store.ids[0]).image.shape)
     channels = ds.domain.input_channels(ds.cfg)
     return (1, channels, *ds.cfg["train"]["patch_size"])
 
@@ -33,7 +41,7 @@ def run(ds: DatasetConfig) -> str:
     settings = settings_table(ds, plan)
     ds = planning.apply(ds, plan)
     shape = input_shape(ds)
-    model_args = models.model_args(ds.cfg["model"], len(shape) - 2, shape[1], len(ds.class_names))
+    model_args = models.model_args(ds.cfg["model"], len(shape) - 2, shape[1], len(ds.class_names), input_size=shape[2:])
     models.check_input_size(model_args, shape[2:])
     net = models.build(model_args)
     rows, receptive_field, total = models.layer_table(net, shape)
@@ -52,6 +60,8 @@ def run(ds: DatasetConfig) -> str:
 
 
 def input_size_rule(model_args: dict) -> str:
+    if model_args["name"] == "convnet":
+        return f"input size: exactly {model_args['input_size']} (a linear head over the flattened features)"
     factor = models.downsampling_factor(model_args)
     if factor == 1:
         return "input sizes: any, of at least 16 per axis (global pooling ends the network)"

@@ -148,7 +148,7 @@ class Predictor:
         source = item.path
         try:
             image, meta, _, _, _ = readers.read_row({"image": str(source), "series": item.series},
-                                                    self.cfg["source"], digest=False)
+                                                    self.cfg["source"], digest=False, signal=self.domain.signals)
         except readers.ReadError as err:
             raise BadInput(str(err).removeprefix(f"{source}: ")) from err
         channels, dims = expected_input(self.checkpoint)

@@ -165,7 +165,8 @@ def set_up(ds: DatasetConfig, world: distributed.World, dev: torch.device, fold:
     except ValueError as err:
         raise ConfigError(f"{ds.path}: {err}") from err
     spatial_dims = train_records[0]["image"].ndim - 1
-    model_args = models.model_args(cfg["model"], spatial_dims, train_records[0]["image"].shape[0], len(ds.class_names))
+    model_args = models.model_args(cfg["model"], spatial_dims, train_records[0]["image"].shape[0], len(ds.class_names),
+                                   input_size=train_records[0]["image"].shape[1:])
     models.check_input_size(model_args, task.input_size)  # fail before any work, with the fix in the message
     # each fold starts from its own weights: an ensemble of identical starts would agree more than it should
     seed = derive_seed(ds.seed, ds.name, "train", *([f"fold{fold}"] if fold is not None else []))

@@ -91,11 +91,13 @@ class Task:
         if not any(ctx.plans(key) for key in cls.planned_keys):
             return
         size = cls.configured_input_size(ctx.ds.cfg) or np.median(ctx.shapes, 0).astype(int).tolist()
-        if min(np.min(ctx.shapes, 0)) < 16 and not cls.configured_input_size(ctx.ds.cfg):
-            raise planning.plan_error(ctx.ds, f"the smallest training images are {np.min(ctx.shapes, 0).tolist()}: "
-                                             "image-level networks downsample by 16 before pooling; resize them "
-                                             "(preprocess) to at least 16 per axis")
-        model_args = models.model_args(ctx.ds.cfg["model"], len(size), ctx.in_channels, len(ctx.ds.class_names))
+        model_args = models.model_args(ctx.ds.cfg["model"], len(size), ctx.in_channels, len(ctx.ds.class_names),
+                                       input_size=size)
+        if not cls.configured_input_size(ctx.ds.cfg):
+            try:
+                models.check_input_size(model_args, np.min(ctx.shapes, 0).tolist(), "the smallest training images")
+            except models.ModelConfigError as err:
+                raise planning.plan_error(ctx.ds, f"{err}; resize them (preprocess) to fit") from err
         _, epochs, _ = planning.schedule(ctx, model_args, list(size), ctx.n_train, 1.0)
         if ctx.plans("train.epochs"):
             planning.set_epochs(ctx, epochs)
@@ -131,14 +133,19 @@ def training_records(ds) -> list[dict]:
     return data.load_records(paths.preprocessed, data.load_split(paths.split)["train"])
 
 
-def fit_on_baseline_features(ds, test: list[dict], estimator, target_of):
-    """The domain's classical summary statistic of each sample, with `estimator` (a scikit-learn
-    pipeline) fitted from it to `target_of(record)` on the training set: the baseline a field builds
-    from hand-made statistics. Returns the fitted estimator and the test samples' features."""
+def baseline_features(ds, test: list[dict], target_of) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(training features, training targets, test features): the domain's classical summary statistic
+    of each sample, and `target_of(record)` of the training samples, for estimators fitted on them."""
     def features(records):
         return np.stack([np.ravel(ds.domain.baseline(r["image"], r["attrs"], ds.cfg, "features").features)
                          for r in records])
 
     train = training_records(ds)
-    estimator.fit(features(train), np.asarray([target_of(r) for r in train]))
-    return estimator, features(test)
+    return features(train), np.asarray([target_of(r) for r in train]), features(test)
+
+
+def fit_on_baseline_features(ds, test: list[dict], estimator, target_of):
+    """`estimator` (a scikit-learn pipeline) fitted on the training samples' baseline features: the
+    baseline a field builds from hand-made statistics. Returns it and the test samples' features."""
+    train_features, targets, test_features = baseline_features(ds, test, target_of)
+    return estimator.fit(train_features, targets), test_features

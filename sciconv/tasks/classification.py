@@ -13,7 +13,7 @@ import numpy as np
 
 from sciconv.metrics import (auroc, calibration_metrics, choose_threshold, classification_metrics, decisions,
                              positive_scores)
-from sciconv.tasks.base import Task, fit_on_baseline_features, headline_interval
+from sciconv.tasks.base import Task, baseline_features, headline_interval
 
 
 def predict_probabilities(net, images, device, amp: bool = True, mirror_axes=()):
@@ -160,23 +160,57 @@ def saliency_hit_rate(net, records: list[dict], checkpoint: dict, explain_cfg: d
     return float(np.mean(hits)) if hits else float("nan")
 
 
-def baseline_positive_scores(ds, test: list[dict]) -> np.ndarray:
-    """The classical method's score per test image.
+def baseline_outputs(ds, test: list[dict]) -> dict[str, np.ndarray]:
+    """The classical methods' outputs per test image: {"": the domain's own, name: each extra learner's}.
 
-    A domain's baseline returns either a score (a detector's response) or a feature vector
-    (a summary statistic); features are turned into a score by a logistic regression fitted
-    on the training set, as the field does with hand-made statistics.
+    A domain's baseline returns either a score (a detector's response: one value per image, higher is
+    positive) or a feature vector (a summary statistic, or the raw signal); features are turned into
+    class probabilities by a logistic regression fitted on the training set, as the field does with
+    hand-made statistics, and by each classical model the domain adds (MNIST-1D's MLP).
     """
     results = [ds.domain.baseline(r["image"], r["attrs"], ds.cfg, Classification.baseline_needs) for r in test]
     if all(result.score is not None for result in results):
-        return np.array([result.score for result in results])
+        return {"": np.array([result.score for result in results])}
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    model, features = fit_on_baseline_features(ds, test, make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
-                                               lambda r: int(r["label"]))
-    return model.predict_proba(features)[:, -1]
+    learners = {"": make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
+                **ds.domain.baseline_learners(ds.cfg, Classification.name)}
+    train_features, targets, test_features = baseline_features(ds, test, lambda r: int(r["label"]))
+    return {name: full_probabilities(estimator.fit(train_features, targets), test_features, len(ds.class_names))
+            for name, estimator in learners.items()}
+
+
+def full_probabilities(model, features: np.ndarray, n_classes: int) -> np.ndarray:
+    """predict_proba with a column for every class, also those the training set lacked (probability 0)."""
+    probabilities = np.zeros((len(features), n_classes))
+    probabilities[:, model.classes_.astype(int)] = model.predict_proba(features)
+    return probabilities
+
+
+def baseline_metrics(outputs: dict[str, np.ndarray], labels: np.ndarray, n_classes: int) -> dict[str, float]:
+    """baseline_auroc for two classes (the domain's score or the positive probability); with more,
+    baseline_accuracy, baseline_balanced_accuracy and macro baseline_auroc; each extra learner's as
+    baseline_<name>_*."""
+    from sklearn.metrics import roc_auc_score
+
+    metrics = {}
+    for name, output in outputs.items():
+        prefix = f"baseline_{name}_" if name else "baseline_"
+        if output.ndim == 1 or n_classes == 2:
+            scores = output if output.ndim == 1 else output[:, -1]
+            metrics[f"{prefix}auroc"] = (float(roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2
+                                         else float("nan"))
+        else:
+            found = classification_metrics(output, labels)
+            metrics |= {f"{prefix}{k}": found[k] for k in ("auroc", "accuracy", "balanced_accuracy")}
+    return metrics
+
+
+def positive_or_predicted(output: np.ndarray) -> np.ndarray:
+    """What a per-image row shows of a baseline: its positive score (two classes), else its class."""
+    return output if output.ndim == 1 else output[:, -1] if output.shape[1] == 2 else output.argmax(1)
 
 
 def cv_outputs(ds, net, checkpoint: dict, records: list[dict], device) -> np.ndarray:
@@ -220,8 +254,6 @@ def prediction_row(net, image: np.ndarray, checkpoint: dict, device, write_mask)
 
 def evaluate(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> tuple[dict, list[dict], list]:
     """Test metrics beside the classical baseline's AUROC; the per-image table; the plots written."""
-    from sklearn.metrics import roc_auc_score
-
     from sciconv import plots
     from sciconv.metrics import confusion_matrix
 
@@ -234,10 +266,11 @@ def evaluate(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> tu
     threshold = checkpoint.get("threshold")
     metrics = classification_metrics(probabilities, labels, threshold) | calibration_metrics(probabilities, labels)
     metrics |= headline_interval(ds, lambda idx: auroc(probabilities[idx], labels[idx]), len(test))
-    baseline_scores = baseline_positive_scores(ds, test)
+    baselines = baseline_outputs(ds, test)
     binary = len(class_names) == 2
     both = len(np.unique(labels)) == 2
-    metrics["baseline_auroc"] = float(roc_auc_score(labels, baseline_scores)) if binary and both else float("nan")
+    metrics |= baseline_metrics(baselines, labels, len(class_names))
+    baseline_scores = positive_or_predicted(baselines[""])
     metrics |= {"threshold": float(threshold) if threshold is not None else float("nan"),
                 "n_test": len(test), "n_test_positive": int((labels > 0).sum()),
                 "saliency_hit_rate": saliency_hit_rate(net, test, checkpoint, ds.cfg["explain"])}
@@ -253,8 +286,30 @@ def evaluate(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> tu
     return metrics, rows, written
 
 
+def explanation_groups(probabilities: np.ndarray, labels: np.ndarray, threshold: float | None):
+    """({group: test indices, most confident first}, the class each map explains, the score shown).
+
+    Two classes: true positives, false positives and false negatives, each explained by the positive
+    class (also a false positive: what made it look positive). More: the correct and the wrong calls,
+    each explained by the class the network chose."""
+    called = decisions(probabilities, threshold)
+    if probabilities.shape[1] > 2:
+        confidence = probabilities.max(1)
+        right = called == labels
+        groups = {"correct": np.flatnonzero(right)[np.argsort(-confidence[right])],
+                  "wrong": np.flatnonzero(~right)[np.argsort(-confidence[~right])]}
+        return groups, called, confidence
+    scores, positive = positive_scores(probabilities), called > 0
+    groups = {  # most confident first: the clearest successes and the worst mistakes
+        "true_positive": np.flatnonzero(positive & (labels > 0))[np.argsort(-scores[positive & (labels > 0)])],
+        "false_positive": np.flatnonzero(positive & (labels == 0))[np.argsort(-scores[positive & (labels == 0)])],
+        "false_negative": np.flatnonzero(~positive & (labels > 0))[np.argsort(scores[~positive & (labels > 0)])],
+    }
+    return groups, np.ones(len(labels), dtype=int), scores
+
+
 def explain(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> list:
-    """Grad-CAM, Grad-CAM++ and HiResCAM galleries of true positives, false positives and false negatives."""
+    """Grad-CAM, Grad-CAM++ and HiResCAM galleries of the groups explanation_groups makes."""
     from sciconv.saliency import classifier_saliency, display_channel, render_classification
 
     params = ds.cfg["explain"]
@@ -263,25 +318,20 @@ def explain(ds, net, checkpoint: dict, test: list[dict], device, out_dir) -> lis
 
     probabilities = predict_probabilities(net, [r["image"] for r in test], device, amp=False,
                                           mirror_axes=tta_axes(ds.cfg))
-    scores = positive_scores(probabilities)
     threshold = checkpoint.get("threshold")
     labels = np.array([int(r["label"]) for r in test])
-    called = decisions(probabilities, threshold) > 0
-    groups = {  # most confident first: the clearest successes and the worst mistakes
-        "true_positive": np.flatnonzero(called & (labels > 0))[np.argsort(-scores[called & (labels > 0)])],
-        "false_positive": np.flatnonzero(called & (labels == 0))[np.argsort(-scores[called & (labels == 0)])],
-        "false_negative": np.flatnonzero(~called & (labels > 0))[np.argsort(scores[~called & (labels > 0)])],
-    }
+    groups, explained, scores = explanation_groups(probabilities, labels, threshold)
     written = []
     for group, order in groups.items():
         for index in order[: params["n_samples"]]:
             record = test[index]
-            cls = max(int(record["label"]), 1)  # explain the positive class, also for false positives
+            cls = int(explained[index])
             maps = {method: classifier_saliency(net, record["image"], cls, method, layer)
                     for method in ("gradcam", "gradcampp", "hirescam")}
             path = out_dir / f"{group}_{record['id']}.png"
             render_classification(path, record["image"], lesion_of(record), maps,
-                                  f"{ds.name} {record['id']}: {group.replace('_', ' ')}, score {scores[index]:.3f} "
+                                  f"{ds.name} {record['id']}: {group.replace('_', ' ')} (true class "
+                                  f"{checkpoint['class_names'][labels[index]]!r}), score {scores[index]:.3f} "
                                   f"(threshold {'argmax' if threshold is None else f'{threshold:.3f}'}); saliency of class "
                                   f"{checkpoint['class_names'][cls]!r} at {layer}",
                                   channel=display_channel(record, ds.domain)[0])
