@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import REPO, shrunk_lightcone_config, shrunk_mammo_config
+from conftest import REPO, shrunk_gamma_config, shrunk_lightcone_config, shrunk_mammo_config, shrunk_mnist1d_config
 
 pytestmark = pytest.mark.e2e
 
@@ -17,8 +17,9 @@ def snakemake(project, env, *args, timeout=900):
 
 @pytest.fixture(scope="module")
 def workflow_run(tmp_path_factory):
-    """One real `snakemake --cores 2` over three shrunk demos (CCD, mammography, light-cone), run once
-    for the tests below: each checks one thing, so one failure does not hide the others."""
+    """One real `snakemake --cores 2` over five shrunk demos (CCD, mammography, light-cone, MNIST-1D and
+    gamma-ray activity), run once for the tests below: each checks one thing, so one failure does not
+    hide the others."""
     import os
     import sys
 
@@ -26,10 +27,11 @@ def workflow_run(tmp_path_factory):
 
     project = tmp_path_factory.mktemp("workflow")
     (project / "config/datasets").mkdir(parents=True)
-    datasets = ["ccd_micro", "mammo_micro", "lightcone_micro"]
+    datasets = ["ccd_micro", "mammo_micro", "lightcone_micro", "mnist1d_micro", "gamma_micro"]
     (project / "config/config.yaml").write_text(yaml.safe_dump({"datasets": datasets, "seed": 7, "device": "cpu"}))
     for name, cfg in (("ccd_micro", shrunk_ccd_config()), ("mammo_micro", shrunk_mammo_config()),
-                      ("lightcone_micro", shrunk_lightcone_config())):
+                      ("lightcone_micro", shrunk_lightcone_config()), ("mnist1d_micro", shrunk_mnist1d_config()),
+                      ("gamma_micro", shrunk_gamma_config("regression"))):
         (project / f"config/datasets/{name}.yaml").write_text(yaml.safe_dump(cfg))
     env = dict(os.environ)
     env["PATH"] = f"{os.path.dirname(sys.executable)}{os.pathsep}{env.get('PATH', '')}"
@@ -159,6 +161,28 @@ def test_the_lightcone_regressor_reports_r2_per_parameter(workflow_run):
     assert {"r2_zeta", "r2_log10_tvir", "r2_r_max", "r2_mean", "baseline_r2_mean", "n_test"} <= set(metrics)
     plots = {a.path.split("/")[-1] for a in client.list_artifacts(metrics["mlflow_run_id"], "plots")}
     assert "predicted_vs_true.png" in plots
+
+
+def test_signals_train_a_1d_cnn_beside_their_classical_baselines(workflow_run):
+    """MNIST-1D through its package's generator (an archive, its own test set), gamma spectra through OGIP
+    FITS files: each a 1D network, its classical baselines and its saliency curves."""
+    import mlflow
+    import torch
+
+    project, _, client = workflow_run
+    mnist = json.loads((project / "results/mnist1d_micro/metrics.json").read_text())
+    assert {"accuracy", "balanced_accuracy", "auroc", "baseline_accuracy", "baseline_mlp_accuracy"} <= set(mnist)
+    split = json.loads((project / "results/mnist1d_micro/split.json").read_text())
+    assert len(split["test"]) == 60 and all(i.startswith("test_") for i in split["test"])  # the package's own
+    assert len(list((project / "results/mnist1d_micro/saliency").glob("*.png"))) == 2
+    mlflow.set_tracking_uri(f"sqlite:///{project}/results/mlflow.db")
+    net = mlflow.pytorch.load_model("models:/sciconv-mnist1d_micro/1")
+    assert tuple(net(torch.zeros(2, 1, 40)).shape) == (2, 10)
+    gamma = json.loads((project / "results/gamma_micro/metrics.json").read_text())
+    assert len(list((project / "results/gamma_micro/raw").glob("*.pha"))) == 60
+    assert {"r2_log10_activity_bq", "baseline_r2_log10_activity_bq", "rmse_log10_activity_bq"} <= set(gamma)
+    summary = (project / "results/summary.md").read_text()
+    assert "| mnist1d_micro | signals | classification | convnet | auroc |" in summary
 
 
 def test_a_second_run_has_nothing_to_do_and_the_report_builds(workflow_run):

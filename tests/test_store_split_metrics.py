@@ -89,3 +89,19 @@ def test_split_step_with_folds_keeps_groups_whole(project):
     assert split["k_folds"] == 3 and split["val"] == split["folds"][1]
     assert sorted(split["train"] + split["val"]) == sorted(sum(split["folds"], []))
     assert not set(split["test"]) & set(split["train"] + split["val"])
+
+
+@pytest.mark.parametrize("n_classes", [2, 3, 10])
+def test_the_rank_auroc_equals_scikit_learns_with_ties(n_classes):
+    from sklearn.metrics import roc_auc_score
+
+    from sciconv.metrics import auroc
+
+    rng = np.random.default_rng(n_classes)
+    probabilities = np.round(rng.dirichlet(np.ones(n_classes), 400), 1) + 1e-3  # coarse: many ties
+    probabilities /= probabilities.sum(1, keepdims=True)
+    labels = rng.integers(0, n_classes, 400)
+    expected = (roc_auc_score(labels, probabilities[:, 1]) if n_classes == 2 else
+                roc_auc_score(labels, probabilities, multi_class="ovr", average="macro"))
+    assert auroc(probabilities, labels) == pytest.approx(expected, abs=1e-12)
+    assert np.isnan(auroc(probabilities, np.zeros(400, dtype=int)))

@@ -139,8 +139,10 @@ def ingest_row(ds: DatasetConfig, row: dict, sample_id: str, checks: "DatasetChe
     n_classes = len(ds.class_names)
     mask, reason = ds.task.stored_mask(mask, ds.cfg)
     reason = reason or _check(image, mask, n_classes) or checks.check(image_path, sha, image)
-    label, label_problem = label_index(row.get("label") if row.get("label") not in (None, "") else stored_label,
-                                       ds.class_names)
+    label, label_problem = None, None
+    if ds.task.output_names == "classes":  # a regression's outputs are its targets; a row's label is not one
+        label, label_problem = label_index(row.get("label") if row.get("label") not in (None, "") else stored_label,
+                                           ds.class_names)
     if reason or label_problem:
         return reason or label_problem
     checks.accept(image_path, sha, image, mask, label)

@@ -116,7 +116,7 @@ def baseline_predictions(ds, test: list[dict], names: list[str]) -> np.ndarray:
 
     model, features = fit_on_baseline_features(ds, test, make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13))),
                                                lambda r: target_vector(r["attrs"], names))
-    return model.predict(features)
+    return np.asarray(model.predict(features)).reshape(len(test), len(names))  # one target: sklearn gives 1D
 
 
 def cv_outputs(ds, net, checkpoint: dict, records: list[dict], device) -> np.ndarray:
