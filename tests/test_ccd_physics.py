@@ -18,15 +18,23 @@ def source(**overrides):
 def quiet_source(**overrides):
     """No events and no defects: only what the test adds."""
     rates = {k: 0.0 for k in ("tritium", "xray", "muon", "electron", "alpha")}
-    return source(events_per_frame=rates, n_hot_pixels=0, hot_column_e=0.0, dark_current_e=0.0, **overrides)
+    quiet = dict(events_per_frame=rates, n_hot_pixels=0, hot_column_e=0.0, dark_current_e=0.0, serial_register_hits=0.0)
+    return source(**(quiet | overrides))
+
+
+def electrons_of(adu, header):
+    """The frame as ccd preprocessing sees it after the FITS reader: the exposed pixels, in electrons."""
+    from sciconv.io.fits import crop_to_datasec
+
+    data, meta = crop_to_datasec(adu, {k: v[0] for k, v in header.items()}, "frame.fits")
+    return ccd.to_electrons(data, meta)
 
 
 def test_readout_noise_and_gain_are_recovered_by_preprocessing():
     src = quiet_source(readout_noise_e=3.0, gain_adu_per_e=4.0, frame_size=[256, 256])
     rng = np.random.default_rng(1)
     adu, mask, header = ccd.simulate_frame(src, rng, ccd.sensor_defects(src, rng))
-    meta = {k: v[0] for k, v in header.items()}
-    electrons, noise = ccd.to_electrons(adu, meta)
+    electrons, noise = electrons_of(adu, header)
     assert not mask.any()
     # ADU are rounded: quantisation adds (1/gain)^2/12 in quadrature, negligible at gain 4.
     assert noise == pytest.approx(3.0, rel=0.05)
@@ -39,9 +47,9 @@ def test_pedestals_differ_per_amplifier_and_are_removed():
     rng = np.random.default_rng(2)
     defects = ccd.sensor_defects(src, rng)
     adu, _, header = ccd.simulate_frame(src, rng, defects)
-    left, right = np.median(adu[:, :64]), np.median(adu[:, 64:])
+    left, right = np.median(adu[:, :64]), np.median(adu[:, 64:128])
     assert abs(left - right) > 5  # two amplifiers, two pedestals
-    electrons, _ = ccd.to_electrons(adu, {k: v[0] for k, v in header.items()})
+    electrons, _ = electrons_of(adu, header)
     assert abs(np.median(electrons[:, :64]) - np.median(electrons[:, 64:])) < 0.5
 
 
@@ -104,7 +112,7 @@ def test_labels_cover_every_event_class_and_only_charged_pixels():
     seen = set()
     for _ in range(6):
         adu, mask, header = ccd.simulate_frame(src, rng, defects)
-        electrons, _ = ccd.to_electrons(adu, {k: v[0] for k, v in header.items()})
+        electrons, _ = electrons_of(adu, header)
         seen |= set(np.unique(mask).tolist())
         labelled = mask > 0
         # labelled pixels got at least the labelling threshold (5 e-) of charge, up to noise
@@ -139,3 +147,55 @@ def test_muon_zenith_angles_follow_cos_cubed_through_a_flat_sensor():
     # the standard error of the mean is 0.163 / sqrt(40000) = 0.0008; U^(1/3) (cos^2 alone) would give 0.75
     assert abs(cosines.mean() - 0.8) < 0.004
     assert abs(np.median(cosines) - 2 ** -0.25) < 0.005
+
+
+# --------------------------------------------------------------------------- detector effects
+def test_the_overscan_follows_a_wandering_pedestal_that_the_frame_median_cannot():
+    src = quiet_source(readout_noise_e=2.0, frame_size=[256, 128], pedestal_drift_adu=1.0)
+    rng = np.random.default_rng(5)
+    adu, _, header = ccd.simulate_frame(src, rng, ccd.sensor_defects(src, rng))
+    assert adu.shape == (256, 128 + 2 * 16) and header["BIASSEC2"][0] == "[145:160,1:256]"
+    electrons, _ = electrons_of(adu, header)
+    assert electrons.shape == (256, 128)
+    # by row: the overscan leaves the readout noise (plus its own median's error); the median leaves the walk
+    with_overscan = electrons.mean(1).std()
+    data, meta = adu[:, :128], {k: v[0] for k, v in header.items()}
+    by_median, _ = ccd.to_electrons(data, meta)
+    assert with_overscan < 0.5 and by_median.mean(1).std() > 3 * with_overscan
+
+
+def test_charge_transfer_inefficiency_trails_away_from_the_amplifier():
+    charge = np.zeros((64, 64))
+    charge[50, 10] = charge[50, 53] = 10_000.0
+    out = physics.transfer_inefficiency(charge, 1e-3, 2e-3, [(0, 32), (32, 64)])
+    assert out.sum() == pytest.approx(charge.sum(), rel=1e-6)  # deferred, not lost (within the frame)
+    # parallel: 51 transfers at 1e-3 leave about 5% of the packet in the rows above (read later)
+    assert out[51:, 10].sum() / 10_000 == pytest.approx(1 - np.exp(-51e-3), rel=0.15)
+    assert out[:50, 10].sum() == 0
+    # serial: the left amplifier reads leftwards, so the trail runs right; the right one's runs left
+    assert out[50, 11:16].sum() > 0 and out[50, 5:10].sum() == 0
+    assert out[50, 48:53].sum() > 0 and out[50, 54:60].sum() == 0
+    left_trail, right_trail = out[50, 11:16].sum() / 10_000, out[50, 48:53].sum() / 10_000
+    assert left_trail == pytest.approx(11 * 2e-3, rel=0.3) and right_trail == pytest.approx(11 * 2e-3, rel=0.3)
+
+
+def test_charge_over_the_full_well_bleeds_along_its_column():
+    charge = np.zeros((40, 20))
+    charge[20, 7] = 1_000_000.0
+    label = np.zeros((40, 20), dtype=np.uint8)
+    label[20, 7] = physics.ALPHA
+    out = physics.bleed(charge, 100_000.0, label)
+    assert out.max() <= 100_000.0 + 1e-6 and out.sum() == pytest.approx(1_000_000.0)
+    assert np.count_nonzero(out[:, 7]) >= 10 and not out[:, [6, 8]].any()  # a vertical streak
+    assert set(np.unique(label[out > 0])) == {physics.ALPHA}
+
+
+def test_serial_register_hits_are_unlabelled_horizontal_streaks():
+    src = quiet_source(serial_register_hits=3.0, readout_noise_e=0.0, overscan_columns=0, frame_size=[64, 64])
+    rng = np.random.default_rng(9)
+    adu, mask, header = ccd.simulate_frame(src, rng, ccd.sensor_defects(src, rng))
+    electrons, _ = electrons_of(adu, header)
+    hit = electrons > 200
+    assert hit.any() and not mask.any()
+    rows = np.unique(np.nonzero(hit)[0])
+    assert all(hit[r].sum() >= 3 for r in rows)  # each streak lies along one row

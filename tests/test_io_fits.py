@@ -77,4 +77,4 @@ def test_one_hdu_per_amplifier_is_assembled_into_one_frame(tmp_path):
     np.testing.assert_array_equal(image[0, :, 4:], right[:, :4][:, ::-1])  # reversed readout flipped
     assert meta["NAMPS"] == 2 and meta["AMPSEC2"] == "[5:8,1:4]" and meta["GAIN1"] == 2.0
     first, meta = io.reader_for("x.fits")(tmp_path / "amps.fits", assemble=False)
-    assert first.shape == (1, 4, 6) and meta["hdu"] == 1
+    assert first.shape == (1, 4, 4) and meta["hdu"] == 1  # the first amplifier alone: its DATASEC

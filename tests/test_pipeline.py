@@ -183,6 +183,17 @@ def test_signals_train_a_1d_cnn_beside_their_classical_baselines(workflow_run):
     assert {"r2_log10_activity_bq", "baseline_r2_log10_activity_bq", "rmse_log10_activity_bq"} <= set(gamma)
     summary = (project / "results/summary.md").read_text()
     assert "| mnist1d_micro | signals | classification | convnet | auroc |" in summary
+    # a signal kept as a CSV column is predicted like the archive's items it was trained on
+    import numpy as np
+
+    from sciconv.cli import main
+
+    archive = np.load(project / "results/mnist1d_micro/raw/mnist1d.npz")
+    (project / "signal.csv").write_text("value\n" + "".join(f"{v}\n" for v in archive["test_images"][0]))
+    assert main(["predict", "--model", str(project / "results/mnist1d_micro/model"), str(project / "signal.csv"),
+                 "--out", str(project / "predicted")]) == 0
+    row = (project / "predicted/predictions.csv").read_text().splitlines()[1].split(",")
+    assert row[0].endswith("signal.csv") and row[-1] in [str(d) for d in range(10)]
 
 
 def test_a_second_run_has_nothing_to_do_and_the_report_builds(workflow_run):

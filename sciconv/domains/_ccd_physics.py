@@ -174,12 +174,18 @@ def simulate_frame(src: dict, rng: np.random.Generator, defects: dict) -> tuple[
         frame.add_point(rng.uniform(*src["alpha_energy_mev"]) * 1000.0, thick - 10.0, ALPHA,
                         extra_sigma_um=src["alpha_plasma_sigma_um"])
 
+    charge = bleed(frame.charge, src["full_well_e"], frame.label)
+    charge = transfer_inefficiency(charge, src["cti_parallel"], src["cti_serial"], defects["amp_columns"])
+    add_serial_register_hits(charge, rng, rng.poisson(src["serial_register_hits"]), src["muon_e_per_um"] * frame.pixel)
     dark = defects["dark_map"]
-    electrons = frame.charge + rng.poisson(dark) + rng.normal(0, src["readout_noise_e"], frame.shape)
+    electrons = charge + rng.poisson(dark) + rng.normal(0, src["readout_noise_e"], frame.shape)
+    overscan = rng.normal(0, src["readout_noise_e"], (frame.shape[0], src["overscan_columns"] * len(defects["pedestals"])))
+    # the electronics' pedestal wanders from row to row (a random walk): the same in a row's pixels and
+    # in its overscan, which is why the overscan, not the frame's median, is the pedestal to subtract
+    drift = np.cumsum(rng.normal(0, src["pedestal_drift_adu"], frame.shape[0]))[:, None]
     adu = electrons * src["gain_adu_per_e"]
-    for (c0, c1), pedestal in zip(defects["amp_columns"], defects["pedestals"]):
-        adu[:, c0:c1] += pedestal + rng.normal(0, 0.5)  # small frame-to-frame pedestal drift
-    adu = np.clip(np.rint(adu), 0, src["saturation_adu"]).astype(np.uint16)
+    overscan_adu = overscan * src["gain_adu_per_e"]
+    width = frame.shape[1]
     header = {
         "GAIN": (src["gain_adu_per_e"], "ADU per electron"),
         "RDNOISE": (src["readout_noise_e"], "readout noise [e-]"),
@@ -188,9 +194,83 @@ def simulate_frame(src: dict, rng: np.random.Generator, defects: dict) -> tuple[
         "SATURATE": (src["saturation_adu"], "saturation level [ADU]"),
         "NAMPS": (len(defects["amp_columns"]), "amplifiers, each reading a block of columns"),
     }
-    for i, (c0, c1) in enumerate(defects["amp_columns"], start=1):
+    n_over = src["overscan_columns"]
+    for i, ((c0, c1), pedestal) in enumerate(zip(defects["amp_columns"], defects["pedestals"]), start=1):
+        offset = pedestal + rng.normal(0, 0.5) + drift  # and a small frame-to-frame pedestal step
+        adu[:, c0:c1] += offset
+        overscan_adu[:, (i - 1) * n_over: i * n_over] += offset
         header[f"AMPSEC{i}"] = (f"[{c0 + 1}:{c1},1:{frame.shape[0]}]", "FITS section read by amplifier")
+        if n_over:
+            first = width + (i - 1) * n_over
+            header[f"BIASSEC{i}"] = (f"[{first + 1}:{first + n_over},1:{frame.shape[0]}]", f"overscan of amplifier {i}")
+    if n_over:
+        header["DATASEC"] = (f"[1:{width},1:{frame.shape[0]}]", "the exposed pixels; overscan beyond")
+        adu = np.concatenate([adu, overscan_adu], axis=1)
+    adu = np.clip(np.rint(adu), 0, src["saturation_adu"]).astype(np.uint16)
     return adu, frame.label, header
+
+
+def bleed(charge: np.ndarray, full_well_e: float, label: np.ndarray) -> np.ndarray:
+    """Charge over a pixel's full well spills into its neighbours along the column (the channel stops
+    hold it across columns), half up and half down, until every pixel holds at most the full well; the
+    pixels it fills take the label of the pixel it came from."""
+    out = charge.copy()
+    for _ in range(10_000):
+        rows, cols = np.nonzero(out > full_well_e)
+        if not len(rows):
+            return out
+        for r, c in zip(rows, cols):
+            excess = out[r, c] - full_well_e
+            out[r, c] = full_well_e
+            for neighbour in (r - 1, r + 1):
+                if 0 <= neighbour < out.shape[0]:
+                    out[neighbour, c] += excess / 2  # charge pushed past the frame's edge is lost
+                    if label[neighbour, c] == 0:
+                        label[neighbour, c] = label[r, c]
+    return out
+
+
+def transfer_inefficiency(charge: np.ndarray, parallel: float, serial: float, amp_columns) -> np.ndarray:
+    """Charge-transfer inefficiency: every transfer leaves a fraction behind, which joins later packets,
+    so charge trails away from the readout. After N transfers at inefficiency e the packet is spread over
+    the following pixels as Poisson(N e) (the small-e limit of Binomial(N, e)). Rows move to the serial
+    register at row 0 (N = row + 1), then each amplifier shifts its block of columns towards its outer
+    edge (N = distance + 1)."""
+    out = _trail(charge, parallel, np.arange(1, charge.shape[0] + 1), axis=0) if parallel > 0 else charge
+    if serial <= 0:
+        return out
+    centre = charge.shape[1] / 2
+    for c0, c1 in amp_columns:
+        block = out[:, c0:c1]
+        towards_left = (c0 + c1) / 2 < centre or len(amp_columns) == 1
+        oriented = block if towards_left else block[:, ::-1]
+        trailed = _trail(oriented, serial, np.arange(1, oriented.shape[1] + 1), axis=1)
+        out[:, c0:c1] = trailed if towards_left else trailed[:, ::-1]
+    return out
+
+
+def _trail(charge: np.ndarray, inefficiency: float, transfers: np.ndarray, axis: int) -> np.ndarray:
+    """Each pixel's charge spread to the pixels after it along `axis` (away from index 0, the readout)
+    by Poisson(transfers x inefficiency) weights."""
+    from scipy.stats import poisson
+
+    moved = np.moveaxis(charge, axis, 0)
+    lam = (transfers * inefficiency)[:, None]
+    out = np.zeros_like(moved)
+    for k in range(int(poisson.ppf(1 - 1e-9, lam.max())) + 1):
+        share = poisson.pmf(k, lam) * moved
+        out[k:] += share[: len(moved) - k] if k else share
+    return np.moveaxis(out, 0, axis)
+
+
+def add_serial_register_hits(charge: np.ndarray, rng: np.random.Generator, n_hits: int, e_per_pixel: float) -> None:
+    """Particles crossing the serial register during readout: their charge is clocked out with one row,
+    a horizontal streak of a few to tens of pixels. Not an event in the sensor: left unlabelled."""
+    for _ in range(n_hits):
+        row = rng.integers(0, charge.shape[0])
+        length = int(rng.integers(3, 31))
+        start = int(rng.integers(0, max(charge.shape[1] - length, 1)))
+        charge[row, start:start + length] += rng.poisson(e_per_pixel, min(length, charge.shape[1] - start))
 
 
 def sensor_defects(src: dict, rng: np.random.Generator) -> dict:

@@ -19,6 +19,15 @@ Numbers and sources (see also shared/science.md):
   - Compton electrons: tens to hundreds of keV, multiple scattering (Highland)
     gives wandering "worms"; alphas: several MeV, round blobs broadened by the
     plasma effect (Estrada et al. 2011, arXiv:1105.3229).
+Detector effects (Janesick, Scientific Charge-Coupled Devices, SPIE 2001; values approximate):
+  - Charge-transfer inefficiency of about 1e-6 per transfer in a good scientific CCD: each transfer
+    leaves that fraction behind, so a packet moved N times trails Poisson(N x CTI) pixels away from
+    the readout, along columns (parallel) and rows (serial).
+  - The pedestal wanders during readout; the serial overscan (pixels clocked past the last column,
+    BIASSECn) holds it row by row, and preprocessing subtracts it row by row.
+  - Full well of the order of 1e5 electrons per 15 um pixel; charge beyond it bleeds along the
+    column (the channel stops keep it from neighbouring columns).
+  - Particles crossing the serial register during readout leave streaks within one row.
 """
 
 from __future__ import annotations
@@ -67,6 +76,20 @@ SCHEMAS = {
             "diffusion_a_um2": {**_nonneg, "default": 285.0},
             "diffusion_b_per_um": {**_nonneg, "default": 8.2e-4},
             "saturation_adu": {"type": "integer", "minimum": 255, "maximum": 65535, "default": 65535},
+            "overscan_columns": {"type": "integer", "minimum": 0, "default": 16,
+                                 "description": "serial overscan per amplifier: columns read past the pixels, holding "
+                                                "the pedestal and noise only (BIASSECn); 0 writes none"},
+            "pedestal_drift_adu": {**_nonneg, "default": 0.3,
+                                   "description": "std of the pedestal's row-to-row random walk (the overscan follows it)"},
+            "cti_parallel": {**_nonneg, "default": 1e-6,
+                             "description": "charge-transfer inefficiency per parallel transfer (trails along columns)"},
+            "cti_serial": {**_nonneg, "default": 1e-6,
+                           "description": "charge-transfer inefficiency per serial transfer (trails along rows)"},
+            "full_well_e": {**_pos, "default": 150000.0,
+                            "description": "a pixel's capacity; charge beyond it bleeds along the column"},
+            "serial_register_hits": {**_nonneg, "default": 0.2,
+                                     "description": "Poisson mean of particles crossing the serial register per frame "
+                                                    "(horizontal streaks in one row, unlabelled)"},
             "events_per_frame": {
                 "type": "object", "additionalProperties": False,
                 "description": "Poisson mean number of each event type per frame (rate x exposure x area)",
@@ -183,18 +206,33 @@ def amplifier_blocks(meta: dict, width: int) -> list[tuple[int, int]]:
 
 
 def to_electrons(adu: np.ndarray, meta: dict) -> tuple[np.ndarray, float]:
-    """Subtract each amplifier's pedestal (its median: events cover well under 1% of pixels) and divide by its gain.
+    """Subtract each amplifier's pedestal and divide by its gain.
 
-    Gains come from GAINn per amplifier (as an assembled multi-HDU file gives them), else GAIN.
-    Returns electrons and the readout noise estimated from the MAD of the frame.
+    The pedestal is the amplifier's overscan median row by row where the file has an overscan (the
+    reader's OVERSCANn), so a pedestal that wanders during readout is followed; else the block's
+    median (events cover well under 1% of pixels). Gains come from GAINn per amplifier (as an
+    assembled multi-HDU file gives them), else GAIN. Returns electrons and the readout noise
+    estimated from the MAD of the frame.
     """
     electrons = adu.astype(np.float64)
     for i, (c0, c1) in enumerate(amplifier_blocks(meta, electrons.shape[-1]), start=1):
         block = electrons[..., c0:c1]
         gain = float(meta.get(f"GAIN{i}", meta.get("GAIN", 1.0)))
-        electrons[..., c0:c1] = (block - np.median(block)) / gain
+        overscan = meta.get(f"OVERSCAN{i}", meta.get("OVERSCAN"))
+        pedestal = overscan_pedestal(overscan)[:, None] if overscan is not None else np.median(block)
+        electrons[..., c0:c1] = (block - pedestal) / gain
     noise = 1.4826 * np.median(np.abs(electrons - np.median(electrons)))
     return electrons, float(noise)
+
+
+def overscan_pedestal(row_medians, rows: int = 5) -> np.ndarray:
+    """Each row's pedestal: its overscan median averaged with its neighbours' over `rows` rows. One row's
+    median of a few tens of overscan pixels is noisy (1.25 sigma / sqrt(n)); the pedestal wanders slowly,
+    so a short running mean keeps the drift and cuts that noise by sqrt(rows)."""
+    medians = np.asarray(row_medians, dtype=float)
+    half = min(rows // 2, (len(medians) - 1) // 2)
+    padded = np.pad(medians, half, mode="edge")
+    return np.convolve(padded, np.ones(2 * half + 1) / (2 * half + 1), mode="valid")
 
 
 def input_channels(cfg: dict) -> int:

@@ -119,7 +119,7 @@ def read_fits(path: Path, assemble: bool | None = None, hdu: int | str | None = 
                     meta["hdu"] = "assembled"
                 else:
                     index, first = images[0]
-                    data, meta = np.asarray(first.data), _keywords(first.header)
+                    data, meta = crop_to_datasec(np.asarray(first.data), _keywords(first.header), path)
                     meta["hdu"] = index
     except (OSError, ValueError, TypeError, KeyError) as err:
         if isinstance(err, ReadError):
@@ -128,6 +128,21 @@ def read_fits(path: Path, assemble: bool | None = None, hdu: int | str | None = 
     if data.dtype.byteorder not in ("=", "|"):
         data = data.astype(data.dtype.newbyteorder("="))  # FITS is big-endian; torch and h5py want native
     return (data if meta.get("table_columns") else data[None]), meta
+
+
+def crop_to_datasec(data: np.ndarray, meta: dict, path: Path) -> tuple[np.ndarray, dict]:
+    """A frame read with its overscan: the exposed pixels (DATASEC), and each overscan region's median per
+    row (BIASSEC, or BIASSECn per amplifier) as metadata OVERSCAN / OVERSCANn, the pedestal of each row
+    that the frame's own pixels, full of charge, cannot give."""
+    if "DATASEC" not in meta or data.ndim != 2:
+        return data, meta
+    rows, cols, _, _ = parse_section(meta["DATASEC"])
+    for key in [k for k in meta if k == "BIASSEC" or (k.startswith("BIASSEC") and k[7:].isdigit())]:
+        bias_rows, bias_cols, _, _ = parse_section(meta[key])
+        if (bias_rows.start, bias_rows.stop) != (rows.start, rows.stop):
+            raise ReadError(f"{path}: {key} {meta[key]} covers other rows than DATASEC {meta['DATASEC']}")
+        meta["OVERSCAN" + key[7:]] = np.median(data[bias_rows, bias_cols], axis=1).astype(float).tolist()
+    return data[rows, cols], meta
 
 
 def pick_hdu(hdul, hdu: int | str, path: Path):
