@@ -250,3 +250,26 @@ def test_own_dicom_folders_are_grouped_by_patient_id(tmp_path, monkeypatch):
     with StoreReader(tmp_path / "results/own/ingested.h5") as store:
         groups = {store.sample_attrs(i)["group"]: store.sample_attrs(i)["label"] for i in store.ids}
     assert groups == {"Anormal": 0, "Bnormal": 0, "Alesion": 1, "Blesion": 1}
+
+
+def test_quantum_noise_follows_the_detector_dose():
+    """5.8e6 photons per mm^2 per mGy at 20 keV (the issue's figure, from air's mu_en/rho), so 50 uGy gives
+    2.9e5 per mm^2; the log image's noise falls as 1/sqrt(fluence)."""
+    from sciconv.config import schema_defaults
+
+    assert physics.fluence_per_air_kerma(20.0) == pytest.approx(5.79e6, rel=0.01)
+    src = schema_defaults(mg.SCHEMAS["source"]) | {"image_size": [96, 80], "equalisation": 0.0}
+    assert physics.detector_fluence_per_mm2(src) == pytest.approx(2.9e5, rel=0.01)
+    patient = {"thickness_cm": 4.5, "density": 0.3, "beta": 3.1}
+
+    def view(quanta):
+        image, _, _ = physics.simulate_view(np.random.default_rng(4), src | {"detector_quanta_per_mm2": quanta},
+                                            "CC", patient, None)
+        return image
+
+    clean = view(1e12)
+    breast = clean != 0
+    noise = {q: (view(q) - clean)[breast].std() for q in (2.5e4, 1e5)}
+    assert noise[2.5e4] / noise[1e5] == pytest.approx(2.0, rel=0.05)
+    # a log signal's noise is 1/sqrt(counts): at 1e5 per mm^2 and 0.6 mm pixels, 3.6e4 counts behind the breast
+    assert noise[1e5] == pytest.approx(1 / np.sqrt(1e5 * src["pixel_spacing_mm"] ** 2), rel=0.35)

@@ -159,11 +159,31 @@ def simulate_view(rng: np.random.Generator, src: dict, view: str, patient: dict,
         attenuation += extra
     attenuation = ndimage.gaussian_filter(attenuation, 0.5)  # detector blur (a pixel-sized point spread)
     # exposure set so that the mean fluence behind the breast is the configured one
-    behind = src["detector_quanta_per_mm2"] * spacing**2
+    behind = detector_fluence_per_mm2(src) * spacing**2
     unattenuated = behind * np.exp(attenuation[breast].mean()) if breast.any() else behind
     counts = rng.poisson(unattenuated * np.exp(-attenuation))
     measured = -np.log(np.maximum(counts, 0.5) / unattenuated)
     return np.where(breast, for_presentation(measured, breast, spacing, src), 0.0), mask, thickness * 10
+
+
+# mass energy-absorption coefficient of dry air (cm^2/g), NIST (Hubbell & Seltzer, NISTIR 5632)
+_AIR_ENERGY_KEV = np.array([10.0, 15.0, 20.0, 30.0, 40.0])
+_AIR_MU_EN_RHO = np.array([4.742, 1.334, 0.5389, 0.1537, 0.06833])
+KEV_TO_J = 1.602176634e-16
+
+
+def fluence_per_air_kerma(energy_kev: float) -> float:
+    """Photons per mm^2 per mGy of air kerma at this energy: 1 / (E (mu_en/rho)_air)."""
+    mu_en_rho = np.exp(np.interp(np.log(energy_kev), np.log(_AIR_ENERGY_KEV), np.log(_AIR_MU_EN_RHO)))  # cm^2/g
+    per_m2_per_gy = 1.0 / (energy_kev * KEV_TO_J * mu_en_rho * 0.1)  # cm^2/g = 0.1 m^2/kg
+    return per_m2_per_gy * 1e-6 * 1e-3  # per mm^2, per mGy
+
+
+def detector_fluence_per_mm2(src: dict) -> float:
+    """The mean quanta per mm^2 behind the breast: given, or from the detector's air kerma."""
+    if src.get("detector_quanta_per_mm2"):
+        return float(src["detector_quanta_per_mm2"])
+    return src["detector_air_kerma_ugy"] / 1000.0 * fluence_per_air_kerma(src["effective_energy_kev"])
 
 
 def for_presentation(log_signal: np.ndarray, breast: np.ndarray, spacing_mm: float, src: dict) -> np.ndarray:

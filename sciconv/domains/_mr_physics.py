@@ -25,21 +25,73 @@ TISSUES = {
 }
 GADOLINIUM_R1 = 3.6e-3  # per mM per ms at 3 T
 
-def signal(tissue: str, contrast: str) -> float:
-    """Noise-free signal of a tissue in a contrast (relative units)."""
+# T2* at 3 T: grey matter 66 ms, white matter 53 ms (Peters et al. 2007, MRI 25:748); the others are
+# taken as 0.7 T2, about the grey and white matter ratio (approximate)
+T2STAR_MS = {"csf": 1000.0, "gm": 66.0, "wm": 53.0, "necrotic": 280.0, "edema": 140.0, "enhancing": 77.0}
+# MPRAGE as ADNI's 3 T protocol runs it (Jack et al. 2008, JMRI 27:685): TR 2300 ms between inversions,
+# TI 900 ms to the centre of k-space, 9 degree flips, TE 2.98 ms; 176 readouts 7.1 ms apart per inversion
+MPRAGE = {"tr_ms": 2300.0, "ti_ms": 900.0, "flip_deg": 9.0, "te_ms": 2.98, "echo_spacing_ms": 7.1, "readouts": 176}
+T1_SEQUENCES = ("spin_echo", "mprage")
+
+
+def signal(tissue: str, contrast: str, t1_sequence: str = "spin_echo") -> float:
+    """Noise-free signal of a tissue in a contrast (relative units). t1_sequence: how T1 and T1Gd are
+    acquired, a 2D spin echo or a 3D inversion-prepared gradient echo (MPRAGE)."""
     pd, t1, t2, gad = TISSUES[tissue]
-    tr, te, ti = SEQUENCES[contrast]
     if contrast == "t1gd" and gad > 0:
         t1 = 1.0 / (1.0 / t1 + GADOLINIUM_R1 * gad)
+    if contrast in ("t1", "t1gd") and t1_sequence == "mprage":
+        return float(pd * abs(mprage_centre_mz(t1)) * np.sin(np.deg2rad(MPRAGE["flip_deg"]))
+                     * np.exp(-MPRAGE["te_ms"] / T2STAR_MS[tissue]))
+    tr, te, ti = SEQUENCES[contrast]
     recovery = abs(1 - 2 * np.exp(-ti / t1) + np.exp(-tr / t1)) if ti > 0 else 1 - np.exp(-tr / t1)
     return float(pd * recovery * np.exp(-te / t2))
 
 
-def rician(rng: np.random.Generator, clean: np.ndarray, sigma: float) -> np.ndarray:
-    """Magnitude of the signal plus complex Gaussian noise: Rician in tissue, Rayleigh where clean is 0."""
-    real = clean + rng.normal(0, sigma, clean.shape)
-    imaginary = rng.normal(0, sigma, clean.shape)
-    return np.hypot(real, imaginary)
+def mprage_centre_mz(t1: float, params: dict = MPRAGE, cycles: int = 8) -> float:
+    """Longitudinal magnetisation (of M0) at the centre of k-space in MPRAGE's steady state, by Bloch
+    recursion: inversion, free recovery, a train of `readouts` small flips (linear order, the centre
+    line in the middle of the train at TI), recovery to TR, repeated until the cycle repeats itself."""
+    n, spacing, alpha = params["readouts"], params["echo_spacing_ms"], np.deg2rad(params["flip_deg"])
+    before = params["ti_ms"] - n / 2 * spacing
+    after = params["tr_ms"] - before - n * spacing
+    if before < 0 or after < 0:
+        raise ValueError("MPRAGE timing: the readout train does not fit between inversion and TR")
+
+    def relax(mz, t):
+        return 1 - (1 - mz) * np.exp(-t / t1)
+
+    mz, centre = 1.0, 0.0
+    for _ in range(cycles):
+        mz = relax(-mz, before)
+        for k in range(n):
+            if k == n // 2:
+                centre = mz
+            mz = relax(mz * np.cos(alpha), spacing)
+        mz = relax(mz, after)
+    return float(centre)
+
+
+def rician(rng: np.random.Generator, clean: np.ndarray, sigma: float, correlated: bool = False) -> np.ndarray:
+    """Magnitude of the signal plus complex Gaussian noise: Rician in tissue, Rayleigh where clean is 0.
+    correlated: the noise as reconstruction leaves it, white in k-space and apodised there (a Hamming
+    window along every axis, as scanners filter raw data before the Fourier transform), so neighbouring
+    voxels' noise is correlated; sigma is still each voxel's noise sd."""
+    real, imaginary = rng.normal(0, sigma, clean.shape), rng.normal(0, sigma, clean.shape)
+    if correlated:
+        noise = reconstruction_filtered(real + 1j * imaginary)
+        real, imaginary = noise.real, noise.imag
+    return np.hypot(clean + real, imaginary)
+
+
+def reconstruction_filtered(noise: np.ndarray) -> np.ndarray:
+    """Complex image-space noise through k-space and a separable Hamming window, rescaled to its sd."""
+    kspace = np.fft.fftn(noise)
+    for axis, n in enumerate(noise.shape):
+        window = np.fft.ifftshift(np.hamming(n))  # peaked at k = 0, where fftn puts it
+        kspace *= window.reshape([-1 if a == axis else 1 for a in range(noise.ndim)])
+    filtered = np.fft.ifftn(kspace)
+    return filtered * (noise.std() / max(filtered.std(), 1e-12))
 
 
 def smooth_field(rng: np.random.Generator, shape: tuple[int, ...], control_points: int = 5) -> np.ndarray:

@@ -20,8 +20,10 @@ shared/science.md):
   - Fibroglandular texture: a Gaussian random field with power spectrum 1/f^beta, beta 3.17 (CC)
     and 3.30 (MLO) measured on mammograms (Chen et al. 2012, Med Phys), mapped to a glandular
     fraction whose mean is the breast density.
-  - Quantum noise: Poisson, with about 1e4 quanta per mm^2 behind the breast (the order of
-    magnitude of a screening exposure; approximate), so 0.1 mm specks drown and 0.5 mm ones show.
+  - Quantum noise: Poisson, with the fluence behind the breast derived from the air kerma there:
+    fluence per air kerma = 1 / (E (mu_en/rho)_air), 5.79e6 quanta per mm^2 per mGy at 20 keV (mu_en/rho
+    of air from NIST's Hubbell & Seltzer tables); detectors behind the breast see tens of uGy
+    (default 50 uGy: 2.9e5 quanta per mm^2).
   - For Presentation images are processed by the unit; the simulator equalises thickness
     and broad density (subtracting a share of the signal smoothed over ~2.5 cm), as vendors'
     peripheral equalisation does, so small structures keep the display range.
@@ -68,9 +70,16 @@ SCHEMAS = {
             "thickness_cm": {**_range, "default": [3.5, 6.0]},
             "density": {**_range, "default": [0.1, 0.5], "description": "mean fibroglandular fraction per patient"},
             "beta": {**_range, "default": [3.0, 3.3], "description": "texture power-law exponent range"},
-            "detector_quanta_per_mm2": {**_pos, "default": 10000.0,
-                                        "description": "mean quanta reaching the detector behind the breast, per "
-                                                       "mm^2 (automatic exposure control sets the exposure for this)"},
+            "detector_air_kerma_ugy": {**_pos, "default": 50.0,
+                                       "description": "air kerma at the detector behind the breast, in uGy, which "
+                                                      "automatic exposure control holds (tens of uGy clinically); the "
+                                                      "quantum fluence follows from it at effective_energy_kev"},
+            "effective_energy_kev": {"type": "number", "minimum": 10, "maximum": 40, "default": 20.0,
+                                     "description": "the energy the fluence per air kerma is taken at"},
+            "detector_quanta_per_mm2": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": None,
+                                        "description": "mean quanta reaching the detector behind the breast, per mm^2; "
+                                                       "null derives it from detector_air_kerma_ugy (5.8e6 per mm^2 "
+                                                       "per mGy at 20 keV)"},
             "mass_fraction": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5,
                               "description": "share of lesions that are masses (the rest are calcification clusters)"},
             "mass_diameter_mm": {**_range, "default": [6.0, 20.0]},

@@ -18,7 +18,10 @@ Simulator, in order (numbers and sources; see also shared/science.md):
     share of a voxel falls from 1 next to the core to `edema_fade` at its border, so its edge is
     only faintly bright, as vasogenic edema's is.
   - Contrasts from the spin-echo signal equation S = PD (1 - exp(-TR/T1)) exp(-TE/T2) and, for
-    FLAIR, the inversion-recovery magnitude |1 - 2 exp(-TI/T1) + exp(-TR/T1)|. Normal tissue
+    FLAIR, the inversion-recovery magnitude |1 - 2 exp(-TI/T1) + exp(-TR/T1)|. T1 and T1Gd by
+    default as MPRAGE (a 3D inversion-prepared gradient echo, ADNI's 3 T protocol: TR 2300 ms,
+    TI 900 ms, 9 degrees, TE 2.98 ms; Jack et al. 2008), its magnetisation at the centre of
+    k-space by Bloch recursion over the readout train, times exp(-TE/T2*) (Peters et al. 2007). Normal tissue
     at 3 T: WM T1 1084 ms T2 69 ms, GM T1 1820 ms T2 99 ms (Stanisz et al. 2005, MRM 54:507);
     CSF T1 4000 ms T2 2000 ms. Gadolinium shortens T1 in the enhancing rim,
     1/T1 = 1/T1_0 + r1 C with r1 = 3.6 /mM/s at 3 T (Rohrer et al. 2005, Invest Radiol 40:715)
@@ -29,7 +32,9 @@ Simulator, in order (numbers and sources; see also shared/science.md):
   - A smooth multiplicative bias field, 0.8-1.2 by default (BrainWeb's "40%" intensity
     non-uniformity), the same for every contrast (one receive coil).
   - Rician noise: the magnitude of complex Gaussian noise whose sigma is the white-matter signal
-    of each contrast over the configured SNR (BrainWeb-style); Rayleigh in the background.
+    of each contrast over the configured SNR (BrainWeb-style); Rayleigh in the background. By
+    default the noise is correlated as reconstruction leaves it: white in k-space, apodised by a
+    Hamming window per axis before the Fourier transform (neighbours' noise correlation 0.63).
   - Written as 4D NIfTI (x, y, z, contrast) int16 with scl_slope, and a label NIfTI on the same
     grid; a share of subjects is stored in another orientation (LPS, LAS or sagittal PIR).
 """
@@ -47,7 +52,7 @@ from skimage.measure import block_reduce
 
 # the MR signal equations and the anatomy live in _mr_physics.py (TISSUES is re-exported for the tests)
 from sciconv.domains._mr_physics import (  # noqa: F401
-    TISSUES, bias_field, rician, signal, smooth_field, subject_grid, tissue_maps, world_points,
+    MPRAGE, T1_SEQUENCES, TISSUES, bias_field, rician, signal, smooth_field, subject_grid, tissue_maps, world_points,
 )
 
 TASKS = ("segmentation", "classification")
@@ -81,6 +86,12 @@ SCHEMAS = {
             "reoriented_fraction": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.3,
                                     "description": "share of files stored in LPS, LAS or PIR order instead of RAS"},
             "snr": {**_pos, "default": 20.0, "description": "white-matter signal over the noise sigma"},
+            "t1_sequence": {"type": "string", "enum": list(T1_SEQUENCES), "default": "mprage",
+                            "description": "how T1 and T1Gd are acquired: mprage (a 3D inversion-prepared gradient "
+                                           "echo, as most tumour datasets' T1 scans) or spin_echo (2D)"},
+            "noise": {"type": "string", "enum": ["reconstructed", "white"], "default": "reconstructed",
+                      "description": "reconstructed: correlated between neighbouring voxels, as k-space filtering "
+                                     "leaves it; white: independent voxels"},
             "bias_field": {**_range, "default": [0.8, 1.2], "description": "range of the multiplicative field"},
             "deformation_mm": {"type": "number", "minimum": 0, "default": 3.0,
                                "description": "sd of the smooth displacement field"},
@@ -197,7 +208,7 @@ def white_matter_lesions(rng: np.random.Generator, points: np.ndarray, tissue: d
 
 
 def contrast_images(tissue: dict, labels: np.ndarray, contrasts: list[str], wm_lesions: np.ndarray | None = None,
-                    edema_strength: np.ndarray | None = None) -> np.ndarray:
+                    edema_strength: np.ndarray | None = None, t1_sequence: str = "spin_echo") -> np.ndarray:
     """(C, *shape) noise-free images: each voxel the tissue-fraction-weighted signal (partial volume)."""
     fractions = dict(tissue)
     lesion = {"necrotic": labels == NECROTIC, "edema": labels == EDEMA, "enhancing": labels == ENHANCING}
@@ -210,7 +221,8 @@ def contrast_images(tissue: dict, labels: np.ndarray, contrasts: list[str], wm_l
     total = sum(soft.values())
     healthy = np.clip(1 - total, 0, 1)
     fractions = {k: v * healthy for k, v in fractions.items()} | soft
-    return np.stack([sum(fractions[t] * signal(t, c) for t in fractions) for c in contrasts]).astype(np.float32)
+    return np.stack([sum(fractions[t] * signal(t, c, t1_sequence) for t in fractions)
+                     for c in contrasts]).astype(np.float32)
 
 
 def simulate_subject(rng: np.random.Generator, src: dict, has_tumour: bool):
@@ -231,12 +243,13 @@ def simulate_subject(rng: np.random.Generator, src: dict, has_tumour: bool):
     else:
         labels, edema_strength = np.zeros(fine_shape, np.uint8), None
     clean = contrast_images(tissue, labels, src["contrasts"], white_matter_lesions(rng, points, tissue, src),
-                            edema_strength)
+                            edema_strength, src["t1_sequence"])
     clean = block_reduce(clean, (1, *factors), np.mean)
     # labels at each voxel's centre sample (the annotator's view of a thick slice)
     labels = labels[tuple(slice(f // 2, None, f) for f in factors)][tuple(slice(0, s) for s in shape)]
     field = bias_field(rng, clean.shape[1:], *src["bias_field"])
-    image = np.stack([rician(rng, channel * field, signal("wm", c) / src["snr"])
+    image = np.stack([rician(rng, channel * field, signal("wm", c, src["t1_sequence"]) / src["snr"],
+                             correlated=src["noise"] == "reconstructed")
                       for channel, c in zip(clean, src["contrasts"])])
     attrs = {"voxel_mm": voxel.tolist(), "tumour_voxels": int((labels > 0).sum()),
              "tumour_ml": float((labels > 0).sum() * np.prod(voxel) / 1000)}
