@@ -161,7 +161,9 @@ def simulate_view(rng: np.random.Generator, src: dict, view: str, patient: dict,
     # exposure set so that the mean fluence behind the breast is the configured one
     behind = detector_fluence_per_mm2(src) * spacing**2
     unattenuated = behind * np.exp(attenuation[breast].mean()) if breast.any() else behind
-    counts = rng.poisson(unattenuated * np.exp(-attenuation))
+    # the quantum noise from a stream of its own: another dose draws the same breasts and lesions
+    # (Poisson sampling consumes a number of draws that depends on the rate)
+    counts = np.random.default_rng(rng.integers(2**63)).poisson(unattenuated * np.exp(-attenuation))
     measured = -np.log(np.maximum(counts, 0.5) / unattenuated)
     return np.where(breast, for_presentation(measured, breast, spacing, src), 0.0), mask, thickness * 10
 

@@ -33,8 +33,9 @@ Simulator, in order (numbers and sources; see also shared/science.md):
     non-uniformity), the same for every contrast (one receive coil).
   - Rician noise: the magnitude of complex Gaussian noise whose sigma is the white-matter signal
     of each contrast over the configured SNR (BrainWeb-style); Rayleigh in the background. By
-    default the noise is correlated as reconstruction leaves it: white in k-space, apodised by a
-    Hamming window per axis before the Fourier transform (neighbours' noise correlation 0.63).
+    default the noise is correlated as reconstruction leaves it: white in k-space, apodised by a raw-
+    data filter per axis (a Tukey window, cosine roll-off over the outer half of k-space) before the
+    Fourier transform: neighbours' noise correlation 0.39.
   - Written as 4D NIfTI (x, y, z, contrast) int16 with scl_slope, and a label NIfTI on the same
     grid; a share of subjects is stored in another orientation (LPS, LAS or sagittal PIR).
 """
