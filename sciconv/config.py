@@ -339,7 +339,7 @@ def labels_from_layout(path: Path, cfg: dict) -> None:
 def output_names(cfg: dict, domain, task) -> list[str]:
     if task.output_names == "targets":
         return list(cfg.get("targets") or domain.targets)
-    return list(domain.class_names(task.name) or cfg.get("classes") or [])
+    return list(domain.class_names(task.name, cfg) or cfg.get("classes") or [])
 
 
 def check_output_names(path: Path, cfg: dict, domain, task) -> None:
@@ -349,7 +349,7 @@ def check_output_names(path: Path, cfg: dict, domain, task) -> None:
             raise ConfigError(f"{path}: key targets: {task.name} needs the names of the targets, "
                               "e.g. targets: [mass, age]")
         return
-    fixed = domain.class_names(task.name)
+    fixed = domain.class_names(task.name, cfg)
     if fixed is None and not cfg.get("classes"):
         raise ConfigError(f"{path}: key classes: domain {domain.name!r} needs the list of class names "
                           "(background first for segmentation), e.g. classes: [background, cell]")

@@ -17,6 +17,9 @@ def shrunk_ccd_config(n_frames: int = 12, size: int = 64, epochs: int = 2) -> di
     cfg = yaml.safe_load((REPO / "config/datasets/ccd_demo.yaml").read_text())
     cfg["source"]["n_frames"] = n_frames
     cfg["source"]["frame_size"] = [size, size]
+    # a dozen small frames at the demo's 0.2 alphas per frame would often hold none, and ingest refuses
+    # a declared class without an example
+    cfg["source"]["events_per_frame"]["alpha"] = 1.0
     cfg["train"].update(epochs=epochs, patch_size=[32, 32], batch_size=8, patches_per_image=2)
     cfg["explain"]["n_samples"] = 2
     return cfg

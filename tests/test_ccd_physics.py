@@ -199,3 +199,41 @@ def test_serial_register_hits_are_unlabelled_horizontal_streaks():
     assert hit.any() and not mask.any()
     rows = np.unique(np.nonzero(hit)[0])
     assert all(hit[r].sum() >= 3 for r in rows)  # each streak lies along one row
+
+
+# --------------------------------------------------------------------------- a sample on the sensor
+def test_surface_decays_lose_charge_in_the_back_dead_layer():
+    src = quiet_source(geometry="surface", dead_layer_um=0.5, partial_collection_um=2.0)
+    frame = physics._Frame(src, np.random.default_rng(21))
+    back = src["thickness_um"]
+    assert frame.collection_efficiency([back, back - 0.5, back - 1.5, back - 2.5, 0.0]).tolist() == [0, 0, 0.5, 1, 1]
+    # tritium betas (a few um of range) from the back face: a fraction of their charge is lost there;
+    # with no dead layer and full collection they keep E / 3.749 eV (less the part that scatters back out)
+    rng = np.random.default_rng(22)
+    energies = physics.sample_beta_energies(rng, 300, 18.6)
+    kept = {}
+    for dead, partial in ((0.0, 0.0), (0.5, 2.0)):
+        frame = physics._Frame(quiet_source(geometry="surface", dead_layer_um=dead, partial_collection_um=partial,
+                                            frame_size=[64, 64]), np.random.default_rng(23))
+        for energy in energies:
+            frame.add_surface_electron(float(energy), physics.TRITIUM)
+        kept[dead] = frame.charge.sum() / (energies.sum() * 1000 / physics.EV_PER_PAIR)
+    # silicon backscatters 17% of them, taking 60% of their energy: about 0.9 kept, less what leaves the frame
+    assert 0.75 < kept[0.0] <= 1.0 and kept[0.5] < 0.1  # tritium betas stop within a micron: mostly lost
+
+
+def test_fallout_betas_are_labelled_and_their_spectra_have_the_tabulated_means():
+    rng = np.random.default_rng(24)
+    # NNDC mean energies: Cs-137 (514 keV branch) 174.3 keV, Y-90 932.3 keV; the allowed shape with the
+    # non-relativistic Fermi function gives 162 (7% low at Z = 56) and 947
+    assert physics.sample_beta_energies(rng, 100_000, 514.0, 56).mean() == pytest.approx(174.3, rel=0.09)
+    assert physics.sample_beta_energies(rng, 100_000, 2280.1, 40).mean() == pytest.approx(932.3, rel=0.03)
+    rates = {k: 0.0 for k in ("tritium", "xray", "muon", "electron", "alpha")} | {"cs137": 3.0, "sr90": 2.0}
+    src = quiet_source(geometry="surface", events_per_frame=rates, overscan_columns=0)
+    adu, mask, header = ccd.simulate_frame(src, rng, ccd.sensor_defects(src, rng))
+    electrons, _ = electrons_of(adu, header)
+    assert set(np.unique(mask)) == {0, physics.FALLOUT_BETA}
+    assert np.median(electrons[mask == physics.FALLOUT_BETA]) > 5.0
+    # the dataset's classes gain fallout_beta only with a sample on the sensor
+    assert ccd.class_names_for({"source": {"geometry": "surface"}}, "segmentation")[-1] == "fallout_beta"
+    assert ccd.class_names_for({"source": {"geometry": "bulk"}}, "segmentation") == ccd.CLASS_NAMES

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
+from sciconv import io
 from sciconv.cli import main
 from sciconv.config import ConfigError, load_dataset, load_global, schema_defaults
 from sciconv.domains import ccd
@@ -156,7 +157,7 @@ def test_hdf5_files_with_configured_image_mask_and_label_paths(project, user_fra
     folder.mkdir()
     for frame in sorted((user_frames / "frames").iterdir()):
         with h5py.File(folder / f"{frame.stem}.h5", "w") as f:
-            f.create_dataset("detector/adu", data=fits.getdata(frame))
+            f.create_dataset("detector/adu", data=io.read(frame)[0][0])  # the exposed pixels, without overscan
             f.create_dataset("truth/classes", data=fits.getdata(user_frames / "masks" / frame.name))
             f["detector/adu"].attrs["GAIN"] = 2.0
     with open(folder / "list.csv", "w") as handle:

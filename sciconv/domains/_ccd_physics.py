@@ -9,12 +9,26 @@ import math
 
 import numpy as np
 
-TRITIUM, OTHER_POINT, TRACK, ALPHA = 1, 2, 3, 4
+TRITIUM, OTHER_POINT, TRACK, ALPHA, FALLOUT_BETA = 1, 2, 3, 4, 5
+
+# Beta emitters of fallout soil, per decay: (endpoint keV, branching, daughter Z), and conversion
+# electrons (keV, per decay). NNDC NuDat 3: Cs-137 -> Ba-137m 514.0 keV 94.4 %, -> Ba-137 1175.6 keV
+# 5.6 %, the 661.7 keV transition's K conversion electron 624.2 keV 7.7 % (its gamma rarely stops in
+# a thin sensor and is left out); Sr-90 546.0 keV -> Y-90 2280.1 keV, in secular equilibrium (one
+# Y-90 decay per Sr-90 decay).
+FALLOUT = {
+    "cs137": {"betas": [(514.0, 0.944, 56), (1175.6, 0.056, 56)], "electrons": [(624.2, 0.077)]},
+    "sr90": {"betas": [(546.0, 1.0, 39), (2280.1, 1.0, 40)], "electrons": []},
+}
 EV_PER_PAIR = 3.749  # eV per electron-hole pair in Si, Rodrigues et al. 2020
 ELECTRON_MASS_KEV = 510.999
 FINE_STRUCTURE = 1 / 137.036
 SILICON_DENSITY = 2.33  # g/cm^3
 SILICON_RADIATION_LENGTH_UM = 93_700.0  # X0 = 9.37 cm (PDG)
+# Electrons of a few to tens of keV on silicon: about 17% backscatter, taking away about 60% of their
+# energy (Tabata et al. 1971; Everhart 1960; approximate). Under SHORT_RANGE_UM an electron's path is
+# shorter than a third of a pixel and is treated as a straight line (_Frame.short_track).
+BACKSCATTER_SI, BACKSCATTER_KEPT, SHORT_RANGE_UM = 0.17, 0.4, 5.0
 
 
 # --------------------------------------------------------------------------- physics
@@ -36,9 +50,9 @@ def beta_spectrum(energy_kev: np.ndarray, endpoint_kev: float, daughter_z: int =
     return np.where((t > 0) & (t < endpoint_kev), fermi * p * e_total * (endpoint_kev - t) ** 2, 0.0)
 
 
-def sample_beta_energies(rng: np.random.Generator, n: int, endpoint_kev: float) -> np.ndarray:
+def sample_beta_energies(rng: np.random.Generator, n: int, endpoint_kev: float, daughter_z: int = 2) -> np.ndarray:
     grid = np.linspace(0, endpoint_kev, 4001)
-    cdf = np.cumsum(beta_spectrum(grid, endpoint_kev))
+    cdf = np.cumsum(beta_spectrum(grid, endpoint_kev, daughter_z))
     cdf /= cdf[-1]
     return np.interp(rng.random(n), cdf, grid)
 
@@ -122,16 +136,63 @@ class _Frame:
         self.deposit(x0 + t * horizontal * math.cos(phi), y0 + t * horizontal * math.sin(phi), t * thick, n, TRACK)
 
     def add_electron(self):
-        """A Compton electron: CSDA path with Highland multiple scattering, energy from the range table."""
+        """A Compton electron, starting anywhere in the bulk in any direction."""
         lo, hi = self.src["electron_energy_kev"]
         energy = math.exp(self.rng.uniform(math.log(lo), math.log(hi)))
-        grid = np.geomspace(1.0, max(hi, energy) * 1.01, 512)
-        ranges = electron_range_um(grid)
-        residual = float(np.interp(energy, grid, ranges))
-        step = 5.0
         pos = np.array([*self.random_xy(), self.rng.uniform(0, self.src["thickness_um"])])
         direction = self.rng.normal(size=3)
+        self.transport(energy, pos, direction / np.linalg.norm(direction), TRACK)
+
+    def add_surface_electron(self, energy: float, label: int):
+        """An electron from a decay in a layer on the back (illuminated) face: emitted isotropically, it
+        enters the silicon when it heads inwards (half do; the rest leave into the sample), through the
+        dead layer and the partially collecting one behind it."""
+        direction = self.rng.normal(size=3)
         direction /= np.linalg.norm(direction)
+        direction[2] = -abs(direction[2])  # into the sensor from the back face at z = thickness
+        pos = np.array([*self.random_xy(), self.src["thickness_um"]])
+        if electron_range_um(energy) < SHORT_RANGE_UM:
+            self.short_track(energy, pos, direction, label)
+        else:
+            self.transport(energy, pos, direction, label, collected=self.collection_efficiency)
+
+    def short_track(self, energy: float, pos: np.ndarray, direction: np.ndarray, label: int):
+        """An electron whose range is well under a pixel (tritium's betas: a few um): what matters is how
+        deep its charge is freed, not its path, and multiple scattering on so short a path is beyond
+        Highland's formula. Its energy is spent along a straight line into the silicon (more of it near
+        the end, from the range-energy relation); with the backscattering probability of silicon it
+        turns back out first, leaving BACKSCATTER_KEPT of its energy in half its range."""
+        if energy < 0.2:  # 53 electrons at most: under any threshold, and below the range table
+            return
+        grid = np.geomspace(0.1, energy * 1.01, 256)
+        ranges = electron_range_um(grid)
+        total = float(np.interp(energy, grid, ranges))
+        share = 1.0
+        if self.rng.random() < BACKSCATTER_SI:
+            total, share = total / 2, BACKSCATTER_KEPT
+        along = np.linspace(total, 0, 11)
+        spent = -np.diff(np.interp(along, ranges, grid)) * share
+        middle = (along[:-1] + along[1:]) / 2
+        points = pos[None] + (total - middle)[:, None] * direction[None]
+        n = self.rng.binomial(ionisation_electrons(self.rng, spent, self.src["fano_factor"]),
+                              self.collection_efficiency(points[:, 2]))
+        self.deposit(points[:, 0], points[:, 1], points[:, 2], n, label)
+
+    def collection_efficiency(self, z_um: np.ndarray) -> np.ndarray:
+        """The share of the charge freed at z that reaches the gates: none in the back's dead layer,
+        rising linearly through the partial-charge-collection layer behind it, all beyond."""
+        depth = self.src["thickness_um"] - np.asarray(z_um, dtype=float)
+        dead, partial = self.src["dead_layer_um"], self.src["partial_collection_um"]
+        return np.clip((depth - dead) / max(partial, 1e-9), 0.0, 1.0)
+
+    def transport(self, energy: float, pos: np.ndarray, direction: np.ndarray, label: int, collected=None):
+        """CSDA path with Highland multiple scattering, energy from the range table; steps of 5 um, or a
+        tenth of the range for electrons of a few keV. It ends where the electron stops or leaves the
+        sensor; `collected(z)` scales the charge each step frees."""
+        grid = np.geomspace(0.1, max(self.src["electron_energy_kev"][1], energy) * 1.01, 512)
+        ranges = electron_range_um(grid)
+        residual = float(np.interp(energy, grid, ranges))
+        step = min(5.0, residual / 10)
         points, deposits = [], []
         while residual > step and 0 <= pos[2] <= self.src["thickness_um"]:
             e_now = float(np.interp(residual, ranges, grid))
@@ -145,10 +206,15 @@ class _Frame:
             points.append(pos.copy())
             deposits.append(e_now - e_next)
             residual -= step
+        if residual > 0 and 0 <= pos[2] <= self.src["thickness_um"]:  # the last part of a step stops here
+            points.append(pos.copy())
+            deposits.append(float(np.interp(residual, ranges, grid)))
         if points:
             pts = np.clip(np.array(points), [-1e9, -1e9, 0], [1e9, 1e9, self.src["thickness_um"]])
             n = ionisation_electrons(self.rng, np.array(deposits), self.src["fano_factor"])
-            self.deposit(pts[:, 0], pts[:, 1], pts[:, 2], n, TRACK)
+            if collected is not None:
+                n = self.rng.binomial(n, collected(pts[:, 2]))
+            self.deposit(pts[:, 0], pts[:, 1], pts[:, 2], n, label)
 
 
 def simulate_frame(src: dict, rng: np.random.Generator, defects: dict) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -159,8 +225,22 @@ def simulate_frame(src: dict, rng: np.random.Generator, defects: dict) -> tuple[
     frame = _Frame(src, rng)
     rates = src["events_per_frame"]
     thick = src["thickness_um"]
+    surface = src["geometry"] == "surface"
     for energy in sample_beta_energies(rng, rng.poisson(rates["tritium"]), src["tritium_endpoint_kev"]):
-        frame.add_point(energy, rng.uniform(0, thick), TRITIUM)  # tritium is spread through the bulk
+        if surface:  # tritium in the sample on the back face: its betas enter through the dead layer
+            frame.add_surface_electron(energy, TRITIUM)
+        else:
+            frame.add_point(energy, rng.uniform(0, thick), TRITIUM)  # tritium is spread through the bulk
+    for isotope, emissions in FALLOUT.items():
+        for _ in range(rng.poisson(rates.get(isotope, 0.0))):
+            # each decay chain's betas, and its conversion electrons by their probability
+            for endpoint, branching, daughter_z in emissions["betas"]:
+                if rng.random() < branching:
+                    frame.add_surface_electron(float(sample_beta_energies(rng, 1, endpoint, daughter_z)[0]),
+                                               FALLOUT_BETA)
+            for energy, per_decay in emissions["electrons"]:
+                if rng.random() < per_decay:
+                    frame.add_surface_electron(energy, FALLOUT_BETA)
     for _ in range(rng.poisson(rates["xray"])):
         line = rng.choice(src["xray_lines_kev"])
         depth = thick - min(rng.exponential(src["xray_attenuation_um"]), thick)  # absorbed near the back

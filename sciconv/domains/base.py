@@ -64,8 +64,12 @@ SPATIAL_DIMS (the dimensionalities its samples may have; 2D images and 3D volume
         return (f"a {spatial}D {kind} of shape {list(image.shape[1:])}; domain {self.name} takes {takes} "
                 f"{'signals' if self.signals else 'images'}")
 
-    def class_names(self, task: str) -> list[str] | None:
-        """The classes the domain fixes for `task`, or None where the dataset declares them."""
+    def class_names(self, task: str, cfg: dict | None = None) -> list[str] | None:
+        """The classes the domain fixes for `task` (for this dataset's settings where the module's optional
+        class_names_for(cfg, task) decides them), or None where the dataset declares them."""
+        chosen = getattr(self.module, "class_names_for", None)
+        if chosen is not None and cfg is not None:
+            return list(chosen(cfg, task))
         names = self._class_names.get(task)
         return list(names) if names is not None else None
 

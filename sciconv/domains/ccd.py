@@ -40,10 +40,18 @@ from sciconv.domains.base import Baseline
 from astropy.io import fits
 from skimage import filters, measure
 
-from sciconv.domains._ccd_physics import TRITIUM, OTHER_POINT, TRACK, ALPHA, EV_PER_PAIR, simulate_frame, sensor_defects
+from sciconv.domains._ccd_physics import (ALPHA, EV_PER_PAIR, FALLOUT_BETA, OTHER_POINT, TRACK, TRITIUM, sensor_defects,
+                                          simulate_frame)
 
 TASKS = ("segmentation",)
 CLASS_NAMES = ["background", "tritium", "other_point", "track", "alpha"]
+# a sample on the sensor (source.geometry: surface) adds the fallout isotopes' betas as a class of their own
+SURFACE_CLASS_NAMES = CLASS_NAMES + ["fallout_beta"]
+
+
+def class_names_for(cfg: dict, task: str) -> list[str]:
+    """The classes this dataset's frames are labelled with: fallout betas only come from a surface sample."""
+    return SURFACE_CLASS_NAMES if cfg["source"].get("geometry") == "surface" else CLASS_NAMES
 
 
 _num = {"type": "number"}
@@ -94,9 +102,19 @@ SCHEMAS = {
                 "type": "object", "additionalProperties": False,
                 "description": "Poisson mean number of each event type per frame (rate x exposure x area)",
                 "properties": {k: {**_nonneg, "default": v} for k, v in
-                               {"tritium": 4.0, "xray": 3.0, "muon": 0.4, "electron": 1.0, "alpha": 0.15}.items()},
+                               {"tritium": 4.0, "xray": 3.0, "muon": 0.4, "electron": 1.0, "alpha": 0.15,
+                                "cs137": 0.0, "sr90": 0.0}.items()},
             },
             "tritium_endpoint_kev": {**_pos, "default": 18.6},
+            "geometry": {"type": "string", "enum": ["bulk", "surface"], "default": "bulk",
+                         "description": "where the decays are: bulk (tritium through the silicon: internal or "
+                                        "cosmogenic), or surface (a sample, such as fallout soil, on the back face: "
+                                        "its betas enter through the dead layer; adds the class fallout_beta)"},
+            "dead_layer_um": {**_nonneg, "default": 0.5,
+                              "description": "surface: depth behind the back face where no charge is collected"},
+            "partial_collection_um": {**_nonneg, "default": 2.0,
+                                      "description": "surface: behind the dead layer, collection rises linearly to "
+                                                     "full over this depth"},
             "xray_lines_kev": {"type": "array", "items": _pos, "minItems": 1, "default": [5.9]},
             "xray_attenuation_um": {**_pos, "default": 29.0,
                                     "description": "absorption length of the X-rays in Si (29 um at 5.9 keV); they enter from the back"},
@@ -153,6 +171,9 @@ SCHEMAS = {
             "alpha_min_kev": {**_pos, "default": 1000.0},
             "xray_lines_kev": {"type": "array", "items": _pos, "default": [5.9]},
             "tritium_endpoint_kev": {**_pos, "default": 18.6},
+            "straight_eccentricity": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.99,
+                                      "description": "surface geometry: tracks at least this elongated are muons, "
+                                                     "more winding ones the sample's betas"},
         },
     },
 }
@@ -298,6 +319,7 @@ def baseline(image: np.ndarray, attrs: dict, cfg: dict) -> Baseline:
     labels = measure.label(mask, connectivity=2)
     out = np.zeros(electrons.shape, dtype=np.uint8)
     lines = np.asarray(params["xray_lines_kev"], dtype=float)
+    surface = cfg["source"].get("geometry") == "surface"
     for region in measure.regionprops(labels, intensity_image=electrons):
         energy_kev = region.image_intensity[region.image].sum() * EV_PER_PAIR / 1000.0
         length = region.axis_major_length if region.area > 1 else 1.0
@@ -306,7 +328,9 @@ def baseline(image: np.ndarray, attrs: dict, cfg: dict) -> Baseline:
         if energy_kev >= params["alpha_min_kev"] and region.eccentricity < 0.9:
             cls = ALPHA
         elif length > params["point_max_length_px"]:
-            cls = TRACK
+            # with a sample on the sensor, a winding track is taken for one of its betas; a straight one
+            # (a muon) is not (the classical cut cannot tell a bulk Compton electron from a beta)
+            cls = FALLOUT_BETA if surface and region.eccentricity < params["straight_eccentricity"] else TRACK
         elif np.min(np.abs(lines - energy_kev)) <= params["xray_window_kev"]:
             cls = OTHER_POINT
         elif energy_kev <= params["tritium_endpoint_kev"] * 1.1:  # 10%: the Fano and noise spread
