@@ -261,3 +261,20 @@ def test_generated_signals_declare_the_generators_classes(tmp_path, monkeypatch,
          "source": {"kind": "simulate"}, "evaluate": {"tta": "mirror"}}))
     assert main(["simulate", "g"]) == 2
     assert "key evaluate.tta: mirror needs an axis the signals domain's augmentation flips" in capsys.readouterr().err
+
+
+def test_inspect_prints_the_1d_conv_arithmetic(tmp_path, monkeypatch, capsys):
+    from conftest import REPO
+
+    (tmp_path / "config/datasets").mkdir(parents=True)
+    (tmp_path / "config/config.yaml").write_text(yaml.safe_dump({"datasets": ["gamma_demo"]}))
+    for name in ("gamma_demo", "mnist1d_demo"):
+        (tmp_path / f"config/datasets/{name}.yaml").write_text((REPO / f"config/datasets/{name}.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    assert main(["inspect", "gamma_demo"]) == 0
+    out = capsys.readouterr().out
+    assert "net.layer_0.conv" in out and "Conv1d" in out and "[1, 16, 128]" in out  # 256 bins, stride 2
+    assert "input size: exactly [256]" in out
+    # MNIST-1D's length is the data's: known once preprocessed
+    assert main(["inspect", "mnist1d_demo"]) == 2
+    assert "key preprocess.length: sciconv inspect needs the signals' length" in capsys.readouterr().err

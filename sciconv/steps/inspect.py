@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from sciconv import models, planning
-from sciconv.config import DatasetConfig
+from sciconv.config import ConfigError, DatasetConfig
 from sciconv.paths import DatasetPaths
 
 
@@ -21,6 +21,12 @@ def input_shape(ds: DatasetConfig) -> tuple[int, ...]:
             if store.ids:
                 return (1, *store.sample(store.ids[0]).image.shape)
     channels = ds.domain.input_channels(ds.cfg)
+    if ds.domain.signals:  # a 1D network takes whole signals; their length is known once they are rebinned
+        length = ds.cfg["preprocess"].get("length")
+        if not length:
+            raise ConfigError(f"{ds.path}: key preprocess.length: sciconv inspect needs the signals' length before "
+                              f"they are preprocessed; set it, or run `sciconv preprocess {ds.name}` first")
+        return (1, channels, length)
     return (1, channels, *ds.cfg["train"]["patch_size"])
 
 
