@@ -183,3 +183,23 @@ def test_sheth_tormen_normalisation():
     # rare peaks are more abundant under Sheth-Tormen, increasingly so
     boosts = [lc.sheth_tormen_boost(nu) for nu in (2.0, 3.0, 4.0)]
     assert 1.0 < boosts[0] < boosts[1] < boosts[2]
+
+
+def test_the_foreground_wedge_is_removed_and_nothing_else():
+    """Inside the horizon wedge (and its buffer) no power is left; outside it every mode is untouched."""
+    from sciconv.domains.lightcone import remove_wedge, wedge_slope
+
+    assert float(wedge_slope(8.0)) == pytest.approx(3.45, abs=0.05)  # about 3.5 at z = 8 (Pober et al. 2014)
+    assert float(wedge_slope(6.0)) < float(wedge_slope(8.0)) < float(wedge_slope(12.0))
+    rng = np.random.default_rng(0)
+    cone = rng.normal(size=(16, 16, 32))
+    z = np.linspace(7.0, 8.0, 32)
+    filtered = remove_wedge(cone, z, 10.0, 0.1)
+    for start in (0, 16):
+        part, before = np.fft.fftn(filtered[:, :, start:start + 16]), np.fft.fftn(cone[:, :, start:start + 16])
+        k = [2 * np.pi * np.fft.fftfreq(16, d=10.0)] * 3
+        k_perp = np.hypot(k[0][:, None, None], k[1][None, :, None])
+        inside = np.abs(k[2])[None, None, :] <= float(wedge_slope(z[start:start + 16].mean())) * k_perp + 0.1
+        assert inside.any() and (~inside).any()
+        assert np.abs(part[inside]).max() < 1e-9 and np.allclose(part[~inside], before[~inside])
+    assert abs(filtered.mean()) < 1e-9  # k = 0 lies inside the wedge's buffer: each chunk's mean is gone

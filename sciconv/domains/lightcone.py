@@ -24,7 +24,9 @@ Simulator, in order (numbers and sources; see also shared/science.md):
     the spin-temperature-saturated limit.
   - Light-cone: coeval boxes at a ladder of redshifts, each line-of-sight slice taken at its
     comoving distance's redshift by interpolating the two boxes that bracket it; sky axes periodic.
-  - Optional instrument: Gaussian thermal noise and removal of each frequency slice's mean.
+  - Optional instrument: Gaussian thermal noise, removal of the foreground wedge (the horizon limit
+    k_par <= D_c H / (c (1 + z)) k_perp plus a buffer, in line-of-sight chunks; Parsons et al. 2012,
+    Pober et al. 2014), and removal of each frequency slice's mean.
 """
 
 from __future__ import annotations
@@ -72,6 +74,14 @@ SCHEMAS = {
             "r_max": {**_prior, "default": [5.0, 25.0], "description": "ionising mean free path, Mpc"},
             "noise_mk": {"type": "number", "minimum": 0, "default": 0.0},
             "remove_slice_mean": {"type": "boolean", "default": False},
+            "wedge": {"type": "string", "enum": ["none", "horizon"], "default": "none",
+                      "description": "horizon: the Fourier modes inside the foreground wedge, k_par <= m(z) k_perp + "
+                                     "wedge_buffer_per_mpc with the horizon slope m(z) = D_c H / (c (1 + z)), are "
+                                     "removed in line-of-sight chunks as long as the box is wide, as foreground "
+                                     "avoidance leaves a light-cone"},
+            "wedge_buffer_per_mpc": {"type": "number", "minimum": 0, "default": 0.1,
+                                     "description": "modes this much above the wedge are removed too (spectral leakage "
+                                                    "of the foregrounds beyond the horizon)"},
             "early_if_neutral_below": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5,
                                        "description": "classification: 'early' when the neutral fraction at "
                                                       "split_redshift is below this"},
@@ -159,6 +169,45 @@ def brightness_temperature(x_hi: np.ndarray, delta: np.ndarray, z: float) -> np.
             * np.sqrt(0.15 / (OMEGA_M * H**2) * (1 + z) / 10))
 
 
+def wedge_slope(z) -> np.ndarray:
+    """The horizon limit of the foreground wedge in (k_perp, k_par): D_c(z) H(z) / (c (1 + z)) (a source at
+    the horizon; Parsons et al. 2012, Pober et al. 2014). About 3.5 at z = 8."""
+    from sciconv.domains._cosmology import C_KM_S, hubble
+
+    z = np.asarray(z, dtype=float)
+    return comoving_distance(z).reshape(z.shape) * hubble(z) / (C_KM_S * (1 + z))
+
+
+def remove_wedge(cone: np.ndarray, slice_z: np.ndarray, cell_mpc: float, buffer_per_mpc: float) -> np.ndarray:
+    """The cone without the Fourier modes foregrounds contaminate, chunk by chunk along the line of sight
+    (chunks as long as the box is wide, each at its own mean redshift's slope): k_par <= m k_perp + buffer,
+    which includes every k_par = 0 mode (each chunk's mean and smooth spectral structure)."""
+    out = np.empty_like(cone, dtype=np.float64)
+    n_sky, n_los = cone.shape[0], cone.shape[2]
+    for start in range(0, n_los, n_sky):
+        chunk = slice(start, min(start + n_sky, n_los))
+        part = cone[:, :, chunk].astype(np.float64)
+        kx, ky, kz = (2 * np.pi * np.fft.fftfreq(n, d=cell_mpc) for n in part.shape)
+        k_perp = np.hypot(kx[:, None, None], ky[None, :, None])
+        inside = np.abs(kz)[None, None, :] <= float(wedge_slope(np.mean(slice_z[chunk]))) * k_perp + buffer_per_mpc
+        modes = np.fft.fftn(part)
+        modes[inside] = 0
+        out[:, :, chunk] = np.fft.ifftn(modes).real
+    return out
+
+
+def observed(cone: np.ndarray, slice_z: np.ndarray, src: dict, rng: np.random.Generator) -> np.ndarray:
+    """The instrument and the analysis between the sky and the cone: thermal noise, the foreground
+    wedge removed, each frequency slice's mean removed."""
+    if src["noise_mk"] > 0:
+        cone = cone + rng.normal(0, src["noise_mk"], cone.shape)
+    if src["wedge"] == "horizon":
+        cone = remove_wedge(cone, slice_z, src["cell_mpc"], src["wedge_buffer_per_mpc"])
+    if src["remove_slice_mean"]:
+        cone = cone - cone.mean(axis=(0, 1), keepdims=True)
+    return cone
+
+
 def simulate_lightcone(rng: np.random.Generator, src: dict, params: dict) -> tuple[np.ndarray, dict]:
     """(dTb light-cone (x, y, line of sight) in mK, attributes incl. slice redshifts and x_HI history)."""
     n, cell = src["sky_cells"], src["cell_mpc"]
@@ -185,10 +234,7 @@ def simulate_lightcone(rng: np.random.Generator, src: dict, params: dict) -> tup
     weight = (slice_z - coeval_z[upper - 1]) / (coeval_z[upper] - coeval_z[upper - 1])
     cols = np.arange(n_los)
     cone = (1 - weight) * boxes[upper - 1, :, :, cols].transpose(1, 2, 0) + weight * boxes[upper, :, :, cols].transpose(1, 2, 0)
-    if src["noise_mk"] > 0:
-        cone = cone + rng.normal(0, src["noise_mk"], cone.shape)
-    if src["remove_slice_mean"]:
-        cone = cone - cone.mean(axis=(0, 1), keepdims=True)
+    cone = observed(cone, slice_z, src, rng)
     neutral_at_split = float(np.interp(src["split_redshift"], coeval_z, history))
     attrs = {"redshifts": slice_z.tolist(), "box_length_mpc": n * cell, "cell_mpc": cell,
              "cosmology": {"h": H, "omega_m": OMEGA_M, "omega_b": OMEGA_B, "sigma_8": SIGMA_8, "n_s": N_S},
@@ -234,13 +280,10 @@ def simulate_21cmfast(seed: int, src: dict, params: dict, cache_dir: Path) -> tu
     cache_dir.mkdir(parents=True, exist_ok=True)
     cone_obj = p21c.run_lightcone(lightconer=lightconer, inputs=inputs, cache=p21c.OutputCache(cache_dir), write=False)
     cone = np.asarray(cone_obj.lightcones["brightness_temp"], dtype=np.float32)
-    if src["noise_mk"] > 0:
-        cone = cone + np.random.default_rng(seed).normal(0, src["noise_mk"], cone.shape).astype(np.float32)
-    if src["remove_slice_mean"]:
-        cone = cone - cone.mean(axis=(0, 1), keepdims=True)
     nodes = np.asarray(cone_obj.node_redshifts, dtype=float)
     neutral = cone_obj.lightcones["neutral_fraction"].mean(axis=(0, 1))
     slice_z = np.asarray(cone_obj.lightcone_redshifts, dtype=float)
+    cone = observed(cone, slice_z, src, np.random.default_rng(seed)).astype(np.float32)
     order = np.argsort(slice_z)
     attrs = {"redshifts": slice_z.tolist(), "box_length_mpc": src["sky_cells"] * src["cell_mpc"],
              "cell_mpc": src["cell_mpc"], "generator": f"21cmfast {p21c.__version__}",
