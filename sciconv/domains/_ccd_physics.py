@@ -223,6 +223,13 @@ def simulate_frame(src: dict, rng: np.random.Generator, defects: dict) -> tuple[
     Returns (ADU frame as uint16, label mask, header keywords).
     """
     frame = _Frame(src, rng)
+    add_events(frame, src, rng)
+    adu, header = read_out(frame, src, rng, defects)
+    return adu, frame.label, header
+
+
+def add_events(frame: "_Frame", src: dict, rng: np.random.Generator) -> None:
+    """Every event of one exposure, Poisson in number at events_per_frame."""
     rates = src["events_per_frame"]
     thick = src["thickness_um"]
     surface = src["geometry"] == "surface"
@@ -254,6 +261,10 @@ def simulate_frame(src: dict, rng: np.random.Generator, defects: dict) -> tuple[
         frame.add_point(rng.uniform(*src["alpha_energy_mev"]) * 1000.0, thick - 10.0, ALPHA,
                         extra_sigma_um=src["alpha_plasma_sigma_um"])
 
+
+def read_out(frame: "_Frame", src: dict, rng: np.random.Generator, defects: dict) -> tuple[np.ndarray, dict]:
+    """The exposed charge as the electronics deliver it: bleeding, transfer trails, serial-register hits,
+    dark current, readout noise, the overscan, gain, pedestals and saturation; (ADU, header keywords)."""
     charge = bleed(frame.charge, src["full_well_e"], frame.label)
     charge = transfer_inefficiency(charge, src["cti_parallel"], src["cti_serial"], defects["amp_columns"])
     add_serial_register_hits(charge, rng, rng.poisson(src["serial_register_hits"]), src["muon_e_per_um"] * frame.pixel)
@@ -270,7 +281,7 @@ def simulate_frame(src: dict, rng: np.random.Generator, defects: dict) -> tuple[
         "GAIN": (src["gain_adu_per_e"], "ADU per electron"),
         "RDNOISE": (src["readout_noise_e"], "readout noise [e-]"),
         "PIXSIZE": (src["pixel_size_um"], "pixel size [um]"),
-        "THICK": (thick, "device thickness [um]"),
+        "THICK": (src["thickness_um"], "device thickness [um]"),
         "SATURATE": (src["saturation_adu"], "saturation level [ADU]"),
         "NAMPS": (len(defects["amp_columns"]), "amplifiers, each reading a block of columns"),
     }
@@ -287,7 +298,7 @@ def simulate_frame(src: dict, rng: np.random.Generator, defects: dict) -> tuple[
         header["DATASEC"] = (f"[1:{width},1:{frame.shape[0]}]", "the exposed pixels; overscan beyond")
         adu = np.concatenate([adu, overscan_adu], axis=1)
     adu = np.clip(np.rint(adu), 0, src["saturation_adu"]).astype(np.uint16)
-    return adu, frame.label, header
+    return adu, header
 
 
 def bleed(charge: np.ndarray, full_well_e: float, label: np.ndarray) -> np.ndarray:
