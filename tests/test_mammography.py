@@ -13,6 +13,7 @@ from sciconv import data, io
 from sciconv.config import load_dataset, load_global
 from sciconv.domains import mammography as mg
 from sciconv.domains import _mammo_physics as physics
+from sciconv.domains import _mammo_xray as xray
 from sciconv.metrics import choose_threshold, classification_metrics
 from sciconv.tasks.classification import build_loss
 
@@ -257,8 +258,9 @@ def test_quantum_noise_follows_the_detector_dose():
     2.9e5 per mm^2; the log image's noise falls as 1/sqrt(fluence)."""
     from sciconv.config import schema_defaults
 
-    assert physics.fluence_per_air_kerma(20.0) == pytest.approx(5.79e6, rel=0.01)
-    src = schema_defaults(mg.SCHEMAS["source"]) | {"image_size": [96, 80], "equalisation": 0.0}
+    assert xray.fluence_per_air_kerma(20.0) == pytest.approx(5.79e6, rel=0.01)
+    src = schema_defaults(mg.SCHEMAS["source"]) | {"image_size": [96, 80], "equalisation": 0.0,
+                                                   "electronic_noise_ugy": 0.0}
     assert physics.detector_fluence_per_mm2(src) == pytest.approx(2.9e5, rel=0.01)
     patient = {"thickness_cm": 4.5, "density": 0.3, "beta": 3.1}
 

@@ -1,5 +1,5 @@
-"""The mammography simulator's projection physics (tissue texture, breast geometry, lesions, quantum
-noise, the unit's processing) and its DICOM writer.
+"""The mammography simulator's anatomy (tissue texture, breast geometry, lesions as material
+thicknesses), the unit's processing and its DICOM writer; the X-ray chain is in _mammo_xray.py.
 
 Sources are in sciconv/domains/mammography.py's docstring and shared/science.md.
 """
@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage, special
 
-MU_ADIPOSE, MU_GLANDULAR, MU_CARCINOMA = 0.456, 0.802, 0.844  # /cm at 20 keV, Johns & Yaffe 1987
-MU_CALCIFICATION = 25.0  # /cm, hydroxyapatite at 20 keV (approximate, from NIST XCOM elements)
-MU_MUSCLE = 0.85  # /cm, pectoralis, close to glandular tissue
+from sciconv.domains import _mammo_xray as xray
+
 SKIN_MM = 1.5
 MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"  # Digital Mammography X-Ray Image Storage - For Presentation
 
@@ -60,7 +59,7 @@ def breast_geometry(rng: np.random.Generator, shape: tuple[int, int], view: str)
     return breast, pectoral
 
 
-def lesion_centre(rng, breast: np.ndarray, gland: np.ndarray, margin_px: int) -> tuple[int, int]:
+def lesion_centre(rng, breast: np.ndarray, margin_px: int) -> tuple[int, int]:
     """Where a lesion sits: anywhere in the breast interior.
 
     Uniform, not weighted by glandular tissue: weighting would make "dense here" itself a cue
@@ -76,14 +75,13 @@ def lesion_centre(rng, breast: np.ndarray, gland: np.ndarray, margin_px: int) ->
     return int(cy), int(cx)
 
 
-def add_mass(rng, shape, spacing_mm, breast, gland, mu_local, src) -> tuple[np.ndarray, np.ndarray]:
-    """Extra attenuation (line integral) of a mass displacing the local tissue, and its mask.
+def add_mass(rng, shape, spacing_mm, breast, src) -> tuple[np.ndarray, np.ndarray]:
+    """Carcinoma thickness (cm) of a mass displacing the local tissue, and its mask.
 
-    Round, oval or spiculated. Its contrast is (mu_carcinoma - mu_local) times its depth: a few
-    percent where the tissue is dense, tens of percent in fat, as in real mammograms.
+    Round, oval or spiculated. Its contrast follows from carcinoma's attenuation against the
+    tissue it displaces: a few percent where the tissue is dense, tens of percent in fat.
     """
-    cy, cx = lesion_centre(rng, breast, gland, int(12 / spacing_mm))
-    excess = MU_CARCINOMA - mu_local[cy, cx]
+    cy, cx = lesion_centre(rng, breast, int(12 / spacing_mm))
     diameter = rng.uniform(*src["mass_diameter_mm"]) / spacing_mm
     shape_kind = rng.choice(["round", "oval", "spiculated"])
     aspect = 1.0 if shape_kind == "round" else rng.uniform(1.3, 1.8)
@@ -94,7 +92,6 @@ def add_mass(rng, shape, spacing_mm, breast, gland, mu_local, src) -> tuple[np.n
     v = (-dx * np.sin(angle) + dy * np.cos(angle)) / (diameter / 2 / math.sqrt(aspect))
     r2 = u**2 + v**2
     depth_cm = diameter * spacing_mm / 10 * np.sqrt(np.clip(1 - r2, 0, None))  # chord through an ellipsoid
-    extra = excess * depth_cm
     mask = r2 <= 1
     if shape_kind == "spiculated":
         for _ in range(rng.integers(6, 14)):  # thin radiating strands of tumour tissue
@@ -104,37 +101,63 @@ def add_mass(rng, shape, spacing_mm, breast, gland, mu_local, src) -> tuple[np.n
             keep = (ys >= 0) & (ys < shape[0]) & (xs >= 0) & (xs < shape[1])
             strand = np.zeros(shape, bool)
             strand[ys[keep], xs[keep]] = True
-            extra += excess * 0.3 * strand  # ~3 mm deep strands
+            depth_cm = np.maximum(depth_cm, 0.3 * strand)  # ~3 mm deep strands
             mask |= ndimage.binary_dilation(strand)
-    return extra, mask & breast
+    return depth_cm, mask & breast
 
 
-def add_calcifications(rng, shape, spacing_mm, breast, gland, mu_local, src) -> tuple[np.ndarray, np.ndarray]:
-    """Extra attenuation of a cluster of specks, area-averaged onto pixels, and the cluster outline."""
-    cy, cx = lesion_centre(rng, breast, gland, int(10 / spacing_mm))
+def speck_thickness(shape, spacing_mm: float, ys, xs, diameters_cm) -> np.ndarray:
+    """Chord length (cm) through each spherical speck, averaged over each pixel's area.
+
+    Supersampled within the pixels a speck covers and rescaled so that the map integrates to
+    the speck's exact volume: a 0.15 mm speck on a 0.3 mm pixel lands in one or a few pixels,
+    a 0.5 mm one on 0.07 mm pixels is a disc seven pixels across.
+    """
+    thickness = np.zeros(shape)
+    pixel_cm = spacing_mm / 10
+    for y, x, d in zip(ys, xs, diameters_cm):
+        radius_px = d / 2 / pixel_cm
+        sub = int(np.clip(np.ceil(6 / max(2 * radius_px, 1e-3)), 3, 15))  # samples per pixel side
+        reach = int(np.ceil(radius_px + 1))
+        y0, x0 = max(int(y) - reach, 0), max(int(x) - reach, 0)
+        y1, x1 = min(int(y) + reach + 1, shape[0]), min(int(x) + reach + 1, shape[1])
+        if y1 <= y0 or x1 <= x0:
+            continue
+        offsets = (np.arange(sub) + 0.5) / sub - 0.5
+        gy = (np.arange(y0, y1)[:, None] + offsets[None, :]).ravel()
+        gx = (np.arange(x0, x1)[:, None] + offsets[None, :]).ravel()
+        rho2 = (gy[:, None] - y) ** 2 + (gx[None, :] - x) ** 2
+        chord = 2 * np.sqrt(np.clip(radius_px**2 - rho2, 0, None))
+        local = chord.reshape(y1 - y0, sub, x1 - x0, sub).mean(axis=(1, 3))
+        volume_px = math.pi / 6 * (2 * radius_px) ** 3  # in pixel units
+        if local.sum() > 0:
+            local *= volume_px / local.sum()
+        else:  # smaller than the sampling: all of it in the pixel it sits in
+            local[int(y) - y0, int(x) - x0] = volume_px
+        thickness[y0:y1, x0:x1] += local * pixel_cm
+    return thickness
+
+
+def add_calcifications(rng, shape, spacing_mm, breast, src) -> tuple[np.ndarray, np.ndarray]:
+    """Hydroxyapatite thickness (cm) of a cluster of specks, and the cluster outline."""
+    cy, cx = lesion_centre(rng, breast, int(10 / spacing_mm))
     n = rng.integers(src["calcifications_per_cluster"][0], src["calcifications_per_cluster"][1] + 1)
     spread = rng.uniform(2.0, 5.0) / spacing_mm  # cluster sd: a cluster spans about a centimetre
     ys = np.clip(cy + rng.normal(0, spread, n), 0, shape[0] - 1)
     xs = np.clip(cx + rng.normal(0, spread, n), 0, shape[1] - 1)
     diameters_cm = rng.uniform(*src["calcification_diameter_mm"], n) / 10
-    pixel_area_cm2 = (spacing_mm / 10) ** 2
-    extra = np.zeros(shape)
-    for y, x, d in zip(ys, xs, diameters_cm):
-        # integral of the extra line integral over the image = delta-mu x speck volume
-        volume = math.pi / 6 * d**3
-        iy, ix = int(round(y)), int(round(x))
-        extra[iy, ix] += (MU_CALCIFICATION - mu_local[iy, ix]) * volume / pixel_area_cm2
+    thickness = speck_thickness(shape, spacing_mm, ys, xs, diameters_cm)
     from skimage.morphology import convex_hull_image
 
     points = np.zeros(shape, bool)
     points[ys.round().astype(int), xs.round().astype(int)] = True
     outline = ndimage.binary_dilation(convex_hull_image(points), iterations=max(1, int(1.0 / spacing_mm)))
-    return extra, outline & breast
+    return thickness, outline & breast
 
 
 def simulate_view(rng: np.random.Generator, src: dict, view: str, patient: dict,
                   lesion: str | None) -> tuple[np.ndarray, np.ndarray, float]:
-    """(log-attenuation image, lesion mask, thickness in mm), chest wall at column 0."""
+    """(log signal image, lesion mask, thickness in mm), chest wall at column 0."""
     shape = tuple(src["image_size"])
     spacing = src["pixel_spacing_mm"]
     breast, pectoral = breast_geometry(rng, shape, view)
@@ -146,46 +169,30 @@ def simulate_view(rng: np.random.Generator, src: dict, view: str, patient: dict,
     gland = glandular_fraction(power_law_field(rng, shape, beta), patient["density"])
     gland *= np.clip(distance_mm / 8.0, 0, 1)  # subcutaneous fat: no glandular tissue under the skin
     interior = path - skin
-    mu_local = MU_ADIPOSE * (1 - gland) + MU_GLANDULAR * gland
-    attenuation = skin * MU_GLANDULAR + interior * mu_local
+    # thickness of each material along each ray, in xray.MATERIALS order
+    layers = {"adipose": interior * (1 - gland), "glandular": interior * gland, "skin": skin,
+              "muscle": np.where(pectoral, path, 0.0), "carcinoma": np.zeros(shape), "calcification": np.zeros(shape)}
     if pectoral.any():
-        attenuation = np.where(pectoral, path * MU_MUSCLE, attenuation)
+        for name in ("adipose", "glandular", "skin"):
+            layers[name] = np.where(pectoral, 0.0, layers[name])
     mask = np.zeros(shape, bool)
-    if lesion == "mass":
-        extra, mask = add_mass(rng, shape, spacing, breast & ~pectoral, gland, mu_local, src)
-        attenuation += extra
-    elif lesion == "calcifications":
-        extra, mask = add_calcifications(rng, shape, spacing, breast & ~pectoral, gland, mu_local, src)
-        attenuation += extra
-    attenuation = ndimage.gaussian_filter(attenuation, 0.5)  # detector blur (a pixel-sized point spread)
-    # exposure set so that the mean fluence behind the breast is the configured one
-    behind = detector_fluence_per_mm2(src) * spacing**2
-    unattenuated = behind * np.exp(attenuation[breast].mean()) if breast.any() else behind
-    # the quantum noise from a stream of its own: another dose draws the same breasts and lesions
-    # (Poisson sampling consumes a number of draws that depends on the rate)
-    counts = np.random.default_rng(rng.integers(2**63)).poisson(unattenuated * np.exp(-attenuation))
-    measured = -np.log(np.maximum(counts, 0.5) / unattenuated)
+    if lesion:
+        kind = "carcinoma" if lesion == "mass" else "calcification"
+        add = add_mass if lesion == "mass" else add_calcifications
+        depth, mask = add(rng, shape, spacing, breast & ~pectoral, src)
+        depth = np.minimum(depth, interior)  # a lesion displaces the tissue it sits in
+        layers[kind] = depth
+        layers["adipose"] = np.clip(layers["adipose"] - depth * (1 - gland), 0, None)
+        layers["glandular"] = np.clip(layers["glandular"] - depth * gland, 0, None)
+    measured = xray.expose(rng, np.stack([layers[m] for m in xray.MATERIALS]), breast, src, thickness)
     return np.where(breast, for_presentation(measured, breast, spacing, src), 0.0), mask, thickness * 10
 
 
-# mass energy-absorption coefficient of dry air (cm^2/g), NIST (Hubbell & Seltzer, NISTIR 5632)
-_AIR_ENERGY_KEV = np.array([10.0, 15.0, 20.0, 30.0, 40.0])
-_AIR_MU_EN_RHO = np.array([4.742, 1.334, 0.5389, 0.1537, 0.06833])
-KEV_TO_J = 1.602176634e-16
-
-
-def fluence_per_air_kerma(energy_kev: float) -> float:
-    """Photons per mm^2 per mGy of air kerma at this energy: 1 / (E (mu_en/rho)_air)."""
-    mu_en_rho = np.exp(np.interp(np.log(energy_kev), np.log(_AIR_ENERGY_KEV), np.log(_AIR_MU_EN_RHO)))  # cm^2/g
-    per_m2_per_gy = 1.0 / (energy_kev * KEV_TO_J * mu_en_rho * 0.1)  # cm^2/g = 0.1 m^2/kg
-    return per_m2_per_gy * 1e-6 * 1e-3  # per mm^2, per mGy
-
-
 def detector_fluence_per_mm2(src: dict) -> float:
-    """The mean quanta per mm^2 behind the breast: given, or from the detector's air kerma."""
+    """The mean quanta per mm^2 behind the breast at the given air kerma, at the effective energy."""
     if src.get("detector_quanta_per_mm2"):
         return float(src["detector_quanta_per_mm2"])
-    return src["detector_air_kerma_ugy"] / 1000.0 * fluence_per_air_kerma(src["effective_energy_kev"])
+    return src["detector_air_kerma_ugy"] / 1000.0 * float(xray.fluence_per_air_kerma(src["effective_energy_kev"]))
 
 
 def for_presentation(log_signal: np.ndarray, breast: np.ndarray, spacing_mm: float, src: dict) -> np.ndarray:
@@ -202,7 +209,8 @@ def for_presentation(log_signal: np.ndarray, breast: np.ndarray, spacing_mm: flo
         return log_signal
     sigma = src["equalisation_scale_mm"] / spacing_mm
     inside = breast.astype(float)
-    smooth = ndimage.gaussian_filter(log_signal * inside, sigma) / np.maximum(ndimage.gaussian_filter(inside, sigma), 1e-6)
+    numerator, weight_sum = xray.wide_gaussian(np.stack([log_signal * inside, inside]), sigma)
+    smooth = numerator / np.maximum(weight_sum, 1e-6)
     level = log_signal[breast].mean() if breast.any() else 0.0
     return log_signal - weight * (smooth - level)
 

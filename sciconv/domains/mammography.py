@@ -70,16 +70,38 @@ SCHEMAS = {
             "thickness_cm": {**_range, "default": [3.5, 6.0]},
             "density": {**_range, "default": [0.1, 0.5], "description": "mean fibroglandular fraction per patient"},
             "beta": {**_range, "default": [3.0, 3.3], "description": "texture power-law exponent range"},
+            "spectrum": {"type": "string", "enum": ["W/Rh", "Mo/Rh", "Mo/Mo", "monochromatic"], "default": "W/Rh",
+                         "description": "the tube's target/filter (SpekPy spectra, beam hardening included), or one "
+                                        "energy: effective_energy_kev"},
+            "kvp": {"type": "number", "minimum": 24, "maximum": 35, "default": 29.0,
+                    "description": "tube voltage (clinical: 26-32 kVp, higher for thicker breasts)"},
             "detector_air_kerma_ugy": {**_pos, "default": 50.0,
-                                       "description": "air kerma at the detector behind the breast, in uGy, which "
-                                                      "automatic exposure control holds (tens of uGy clinically); the "
-                                                      "quantum fluence follows from it at effective_energy_kev"},
-            "effective_energy_kev": {"type": "number", "minimum": 10, "maximum": 40, "default": 20.0,
-                                     "description": "the energy the fluence per air kerma is taken at"},
+                                       "description": "mean air kerma at the detector behind the breast (primary and "
+                                                      "scatter, after the grid), in uGy, which automatic exposure "
+                                                      "control holds (tens of uGy clinically); the fluence follows"},
+            "effective_energy_kev": {"type": "number", "minimum": 10, "maximum": 35, "default": 20.0,
+                                     "description": "the single energy of spectrum: monochromatic"},
             "detector_quanta_per_mm2": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": None,
                                         "description": "mean quanta reaching the detector behind the breast, per mm^2; "
-                                                       "null derives it from detector_air_kerma_ugy (5.8e6 per mm^2 "
+                                                       "null derives them from detector_air_kerma_ugy (5.8e6 per mm^2 "
                                                        "per mGy at 20 keV)"},
+            "detector": {"type": "string", "enum": ["a-Se", "CsI"], "default": "a-Se",
+                         "description": "a-Se: direct conversion, blur from K-fluorescence only; CsI: a scintillator "
+                                        "whose light spread blurs signal and quantum noise alike"},
+            "detector_thickness_um": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": None,
+                                      "description": "converter thickness; null: 200 um a-Se or 150 um CsI"},
+            "electronic_noise_ugy": {"type": "number", "minimum": 0, "default": 1.0,
+                                     "description": "additive electronic noise, stated as the detector air kerma at "
+                                                    "which it equals the quantum noise; 0 turns it off"},
+            "scatter_to_primary_per_cm": {"type": "number", "minimum": 0, "default": 0.12,
+                                          "description": "scatter-to-primary ratio without a grid per cm of "
+                                                         "compressed breast (0.42-0.72 for 3.5-6 cm; measured "
+                                                         "0.4-0.85 clinically); 0 turns scatter off"},
+            "scatter_radius_mm": {**_pos, "default": 20.0,
+                                  "description": "sd of the Gaussian spreading the scatter field"},
+            "grid": {"type": "boolean", "default": True, "description": "an anti-scatter grid in the beam"},
+            "grid_primary_transmission": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.73},
+            "grid_scatter_transmission": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.13},
             "mass_fraction": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5,
                               "description": "share of lesions that are masses (the rest are calcification clusters)"},
             "mass_diameter_mm": {**_range, "default": [6.0, 20.0]},
