@@ -187,14 +187,15 @@ def test_sheth_tormen_normalisation():
 
 def test_the_foreground_wedge_is_removed_and_nothing_else():
     """Inside the horizon wedge (and its buffer) no power is left; outside it every mode is untouched."""
-    from sciconv.domains.lightcone import remove_wedge, wedge_slope
+    from sciconv.domains._interferometer import observe
+    from sciconv.domains.lightcone import wedge_slope
 
     assert float(wedge_slope(8.0)) == pytest.approx(3.45, abs=0.05)  # about 3.5 at z = 8 (Pober et al. 2014)
     assert float(wedge_slope(6.0)) < float(wedge_slope(8.0)) < float(wedge_slope(12.0))
     rng = np.random.default_rng(0)
     cone = rng.normal(size=(16, 16, 32))
     z = np.linspace(7.0, 8.0, 32)
-    filtered = remove_wedge(cone, z, 10.0, 0.1)
+    filtered = observe(cone, z, 10.0, rng, wedge_buffer_per_mpc=0.1)
     for start in (0, 16):
         part, before = np.fft.fftn(filtered[:, :, start:start + 16]), np.fft.fftn(cone[:, :, start:start + 16])
         k = [2 * np.pi * np.fft.fftfreq(16, d=10.0)] * 3

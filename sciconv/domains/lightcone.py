@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sciconv.domains import _interferometer as interferometer
+from sciconv.domains._interferometer import wedge_slope  # noqa: F401  (re-exported for the tests)
 from sciconv.domains.base import Baseline
 from scipy import special
 
@@ -72,7 +74,18 @@ SCHEMAS = {
             "zeta": {**_prior, "default": [10.0, 60.0]},
             "log10_tvir": {**_prior, "default": [4.0, 5.3]},
             "r_max": {**_prior, "default": [5.0, 25.0], "description": "ionising mean free path, Mpc"},
-            "noise_mk": {"type": "number", "minimum": 0, "default": 0.0},
+            "noise_mk": {"type": "number", "minimum": 0, "default": 0.0,
+                         "description": "white Gaussian noise per cell, mK (telescope gives an array's thermal noise)"},
+            "telescope": {"type": "string", "enum": ["none", *interferometer.TELESCOPES], "default": "none",
+                          "description": "thermal noise of a named array from 21cmSense (SKA-Low: its 224-station "
+                                         "core tracking 6 h a night; HERA: its 320-dish core drift scanning), with "
+                                         "the modes it never measures removed"},
+            "observing_hours": {**_pos, "default": 1000.0,
+                                "description": "total observing time at 6 h a night (telescope)"},
+            "min_uv_coverage": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.05,
+                                "description": "Fourier modes whose uv cells hold less than this fraction of the "
+                                               "best-covered cells' integration time are left out, as an imaging "
+                                               "taper would (telescope); 0 keeps every sampled mode"},
             "remove_slice_mean": {"type": "boolean", "default": False},
             "wedge": {"type": "string", "enum": ["none", "horizon"], "default": "none",
                       "description": "horizon: the Fourier modes inside the foreground wedge, k_par <= m(z) k_perp + "
@@ -169,40 +182,17 @@ def brightness_temperature(x_hi: np.ndarray, delta: np.ndarray, z: float) -> np.
             * np.sqrt(0.15 / (OMEGA_M * H**2) * (1 + z) / 10))
 
 
-def wedge_slope(z) -> np.ndarray:
-    """The horizon limit of the foreground wedge in (k_perp, k_par): D_c(z) H(z) / (c (1 + z)) (a source at
-    the horizon; Parsons et al. 2012, Pober et al. 2014). About 3.5 at z = 8."""
-    from sciconv.domains._cosmology import C_KM_S, hubble
-
-    z = np.asarray(z, dtype=float)
-    return comoving_distance(z).reshape(z.shape) * hubble(z) / (C_KM_S * (1 + z))
-
-
-def remove_wedge(cone: np.ndarray, slice_z: np.ndarray, cell_mpc: float, buffer_per_mpc: float) -> np.ndarray:
-    """The cone without the Fourier modes foregrounds contaminate, chunk by chunk along the line of sight
-    (chunks as long as the box is wide, each at its own mean redshift's slope): k_par <= m k_perp + buffer,
-    which includes every k_par = 0 mode (each chunk's mean and smooth spectral structure)."""
-    out = np.empty_like(cone, dtype=np.float64)
-    n_sky, n_los = cone.shape[0], cone.shape[2]
-    for start in range(0, n_los, n_sky):
-        chunk = slice(start, min(start + n_sky, n_los))
-        part = cone[:, :, chunk].astype(np.float64)
-        kx, ky, kz = (2 * np.pi * np.fft.fftfreq(n, d=cell_mpc) for n in part.shape)
-        k_perp = np.hypot(kx[:, None, None], ky[None, :, None])
-        inside = np.abs(kz)[None, None, :] <= float(wedge_slope(np.mean(slice_z[chunk]))) * k_perp + buffer_per_mpc
-        modes = np.fft.fftn(part)
-        modes[inside] = 0
-        out[:, :, chunk] = np.fft.ifftn(modes).real
-    return out
-
-
 def observed(cone: np.ndarray, slice_z: np.ndarray, src: dict, rng: np.random.Generator) -> np.ndarray:
-    """The instrument and the analysis between the sky and the cone: thermal noise, the foreground
-    wedge removed, each frequency slice's mean removed."""
+    """The instrument and the analysis between the sky and the cone: white noise (noise_mk), a named
+    array's thermal noise and unmeasured modes (telescope), the foreground wedge removed, each
+    frequency slice's mean removed."""
     if src["noise_mk"] > 0:
         cone = cone + rng.normal(0, src["noise_mk"], cone.shape)
-    if src["wedge"] == "horizon":
-        cone = remove_wedge(cone, slice_z, src["cell_mpc"], src["wedge_buffer_per_mpc"])
+    telescope = None if src["telescope"] == "none" else src["telescope"]
+    if telescope or src["wedge"] == "horizon":
+        cone = interferometer.observe(cone, slice_z, src["cell_mpc"], rng, telescope, src["observing_hours"],
+                                      src["min_uv_coverage"],
+                                      src["wedge_buffer_per_mpc"] if src["wedge"] == "horizon" else None)
     if src["remove_slice_mean"]:
         cone = cone - cone.mean(axis=(0, 1), keepdims=True)
     return cone

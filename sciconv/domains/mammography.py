@@ -4,26 +4,36 @@ Everything mammography-specific lives here: the DICOM simulator, the preprocessi
 (VOI window, standard laterality, crop to the breast), the augmentation defaults and
 the classical baseline (a multi-scale Laplacian-of-Gaussian blob detector).
 
-The simulator is a projection model. For every pixel it forms the attenuation line
-integral A = sum(mu_i * t_i) through a compressed breast at about 20 keV, draws quantum
-noise on the transmitted photons N0 exp(-A), and stores the log signal, dense tissue
-bright, as a "for presentation" digital mammogram. Numbers and sources (see also
-shared/science.md):
-  - Linear attenuation at 20 keV: adipose 0.456 /cm, fibroglandular 0.802 /cm, infiltrating
-    ductal carcinoma 0.844 /cm (Johns & Yaffe 1987, Phys Med Biol 32:675). A lesion displaces
-    the local tissue mix, so a mass's contrast, (0.844 - mu_local) /cm times its depth, is a few
-    percent in dense tissue (2-8 % for 0.5-2 cm in pure glandular tissue) and more in fat. Calcifications (hydroxyapatite): about
-    25 /cm at 20 keV, an estimate from its elements' mass attenuation (NIST XCOM), approximate.
+The simulator is a projection model. For every pixel it sums the thickness of each material
+(adipose, fibroglandular, skin, pectoral muscle, carcinoma, hydroxyapatite) along the ray,
+transmits a tube spectrum through them, adds scatter, weighs what an energy-integrating detector
+absorbs, draws its noise, and stores the flat-field-corrected log signal, dense tissue bright, as
+a "for presentation" digital mammogram. Numbers and sources (see also docs/science.md):
+  - Linear attenuation: energy dependence from the elements' Elam tables mixed by weight
+    (Hammerstein et al. 1979 tissue compositions, ICRU 44 skin and muscle, hydroxyapatite at
+    3.06 g/cm^3), levels at 20 keV as measured by Johns & Yaffe 1987 (Phys Med Biol 32:675):
+    adipose 0.456 /cm, fibroglandular 0.802 /cm, infiltrating ductal carcinoma 0.844 /cm. A lesion
+    displaces the local tissue mix, so a mass's contrast is a few percent in dense tissue and more
+    in fat; a 0.2 mm speck is about 20 /cm against 0.8.
+  - Beam: SpekPy 2 spectra (Mo/Mo, Mo/Rh, W/Rh; 24-35 kVp; 1 mm Be window, 2 mm polycarbonate
+    paddle), 0.5 keV bins, so beam hardening follows from the transmission itself (first HVLs
+    within 2 % of SpekPy's and inside the ACR's range); `spectrum: monochromatic` keeps one energy.
+  - Scatter: a smooth field (the primary under the breast spread by a Gaussian of 20 mm sd) with a
+    scatter-to-primary ratio of 0.12 per cm of breast without a grid (0.42-0.72 at 3.5-6 cm; 40-85 %
+    measured, Barnes & Brezovich 1978), behind a grid passing 73 % of the primary and 13 % of the
+    scatter (Xia et al. 2005).
+  - Detector: a-Se (200 um, blur from K-fluorescence, Zhao et al. 2003) or CsI (150 um, light spread
+    as a Lorentzian fitted to Vedantham et al. 2000's presampling MTF); absorbed energy per photon
+    E (1 - exp(-mu t)); quantum noise Gaussian with each pixel's compound-Poisson variance, at the
+    fluence that gives the detector's air kerma behind the breast (default 50 uGy; 5.79e6 photons
+    per mm^2 per mGy at 20 keV from air's mu_en/rho, NIST); electronic noise equal to the quantum
+    noise at 1 uGy (an assumption, not fitted to a published detector).
   - Compressed thickness 3.5-6 cm (FDA VICTRE in-silico trial); the edge of a compressed breast
     is roughly a half cylinder of radius thickness/2, so the path length falls to zero there;
     a skin layer of 1.5 mm is seen edge-on as a bright line.
   - Fibroglandular texture: a Gaussian random field with power spectrum 1/f^beta, beta 3.17 (CC)
     and 3.30 (MLO) measured on mammograms (Chen et al. 2012, Med Phys), mapped to a glandular
     fraction whose mean is the breast density.
-  - Quantum noise: Poisson, with the fluence behind the breast derived from the air kerma there:
-    fluence per air kerma = 1 / (E (mu_en/rho)_air), 5.79e6 quanta per mm^2 per mGy at 20 keV (mu_en/rho
-    of air from NIST's Hubbell & Seltzer tables); detectors behind the breast see tens of uGy
-    (default 50 uGy: 2.9e5 quanta per mm^2).
   - For Presentation images are processed by the unit; the simulator equalises thickness
     and broad density (subtracting a share of the signal smoothed over ~2.5 cm), as vendors'
     peripheral equalisation does, so small structures keep the display range.
