@@ -1,6 +1,8 @@
 """21cm light-cones: the simulator's physics, the HDF5 files, LOS-respecting augmentation, regression."""
 
 import json
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -175,6 +177,38 @@ def test_a_21cmfast_light_cone_goes_through_ingest(tmp_path, monkeypatch):
     assert np.isfinite(sample.image).all() and sample.image.max() > 0
     assert sample.attrs["meta"]["generator"].startswith("21cmfast")
     assert json.loads(sample.attrs["target"])["zeta"] == pytest.approx(sample.attrs["meta"]["zeta"])
+
+
+def test_x_ray_heating_in_21cmfast_cones_follows_l_x():
+    """With spin-temperature fluctuations the gas absorbs (dTb < 0) until X-rays heat it: a faint
+    X-ray population (L_X 10^38) leaves the cone in absorption at z 11-12, a bright one (10^42) has
+    heated it into emission by then."""
+    pytest.importorskip("py21cmfast", reason="the cosmo extra (21cmFAST) is not installed")
+    from sciconv.config import schema_defaults
+
+    src = schema_defaults(lc.SCHEMAS["source"]) | {"generator": "21cmfast", "spin_temperature": True,
+                                                    "sky_cells": 16, "z_min": 10.0, "z_max": 12.0}
+    base = {"zeta": 30.0, "log10_tvir": 4.7, "r_max": 15.0, "e0_ev": 500.0}
+    mean = {}
+    for lx in (38.0, 42.0):
+        cone, attrs = lc.simulate_21cmfast(3, src, base | {"log10_lx": lx}, Path(tempfile.mkdtemp()))
+        high = np.asarray(attrs["redshifts"]) > 11.0
+        mean[lx] = float(cone[:, :, high].mean())
+        assert attrs["log10_lx"] == lx
+    assert mean[38.0] < 0 < mean[42.0]
+
+
+def test_heating_parameters_need_the_21cmfast_generator_and_spin_temperature(tmp_path):
+    from sciconv.config import ConfigError
+
+    cfg = yaml.safe_load((REPO / "config/datasets/lightcone_demo.yaml").read_text())
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"datasets": ["d"]}))
+    for source, targets, key in (({"spin_temperature": True}, cfg["targets"], "source.spin_temperature"),
+                                 ({"generator": "21cmfast"}, [*cfg["targets"], "log10_lx"], "targets.*spin_temperature")):
+        (tmp_path / "d.yaml").write_text(yaml.safe_dump({**cfg, "source": {**cfg["source"], **source},
+                                                         "targets": targets}))
+        with pytest.raises(ConfigError, match=key):
+            load_dataset(str(tmp_path / "d.yaml"), load_global(tmp_path / "config.yaml"))
 
 
 def test_sheth_tormen_normalisation():

@@ -50,6 +50,7 @@ from sciconv.domains._cosmology import (  # noqa: F401
 TASKS = ("regression", "classification")
 CLASS_NAMES = {"classification": ["late", "early"]}
 TARGETS = ["zeta", "log10_tvir", "r_max"]
+HEATING_TARGETS = ("log10_lx", "e0_ev")  # with source.spin_temperature (21cmFAST)
 
 _pos = {"type": "number", "exclusiveMinimum": 0}
 _prior = {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}
@@ -74,6 +75,14 @@ SCHEMAS = {
             "zeta": {**_prior, "default": [10.0, 60.0]},
             "log10_tvir": {**_prior, "default": [4.0, 5.3]},
             "r_max": {**_prior, "default": [5.0, 25.0], "description": "ionising mean free path, Mpc"},
+            "spin_temperature": {"type": "boolean", "default": False,
+                                 "description": "generator 21cmfast: fluctuating spin temperature from X-ray heating "
+                                                "(USE_TS_FLUCT), drawing log10_lx and e0_ev too; false: T_S >> T_CMB"},
+            "log10_lx": {**_prior, "default": [38.0, 42.0],
+                         "description": "log10 soft-band (< 2 keV) X-ray luminosity per star formation rate, "
+                                        "erg/s per Msun/yr (21cmFAST's L_X; Greig & Mesinger 2017's prior)"},
+            "e0_ev": {**_prior, "default": [100.0, 1500.0],
+                      "description": "X-ray energy threshold for escaping the host galaxy, eV (21cmFAST's NU_X_THRESH)"},
             "noise_mk": {"type": "number", "minimum": 0, "default": 0.0,
                          "description": "white Gaussian noise per cell, mK (telescope gives an array's thermal noise)"},
             "telescope": {"type": "string", "enum": ["none", *interferometer.TELESCOPES], "default": "none",
@@ -249,21 +258,30 @@ def simulate_21cmfast(seed: int, src: dict, params: dict, cache_dir: Path) -> tu
     """The same light-cone from 21cmFAST 4.x (constant-zeta source model), converted to this module's layout.
 
     Same cosmology, box, cells, redshift range and parameters as the built-in generator, so the
-    two can be compared one to one (benchmarks/lightcone_fidelity.py).
+    two can be compared one to one (benchmarks/lightcone_fidelity.py). With source.spin_temperature
+    21cmFAST evolves the gas temperature under X-ray heating (L_X, E_0) from z = 20 and the cone
+    carries T_S fluctuations: absorption (dTb < 0) before the gas is heated, as in Greig & Mesinger
+    2017's 21CMMC light-cones.
     """
     try:
         import py21cmfast as p21c
     except ImportError as err:
         raise RuntimeError("source.generator 21cmfast needs py21cmfast: pip install 'sciconv[cosmo]' "
                            "(it builds against FFTW and GSL: apt install libfftw3-dev libgsl-dev)") from err
+    heating, zmax = {}, src["z_max"] + 1.0
+    if src["spin_temperature"]:
+        # X-ray heating is integrated from Z_HEAT_MAX down: the evolution starts there
+        heating = {"USE_TS_FLUCT": True, "L_X": params["log10_lx"], "NU_X_THRESH": params["e0_ev"]}
+        zmax = max(zmax, 20.0)
+        heating["Z_HEAT_MAX"] = zmax
     inputs = p21c.InputParameters.from_template(
         ["const-zeta", "tiny"], random_seed=int(seed), HII_DIM=src["sky_cells"],
         BOX_LEN=src["sky_cells"] * src["cell_mpc"], N_THREADS=2, HII_EFF_FACTOR=params["zeta"],
         ION_Tvir_MIN=params["log10_tvir"], R_BUBBLE_MAX=params["r_max"], SIGMA_8=SIGMA_8, hlittle=H, OMm=OMEGA_M,
         OMb=OMEGA_B, POWER_INDEX=N_S, HII_FILTER="spherical-tophat",
         # without this 21cmFAST takes its minimum mass from M_TURN and ignores ION_Tvir_MIN
-        M_MIN_in_Mass=False,
-    ).with_logspaced_redshifts(zmin=max(src["z_min"] - 0.3, 5.0), zmax=src["z_max"] + 1.0, zstep_factor=1.1)
+        M_MIN_in_Mass=False, **heating,
+    ).with_logspaced_redshifts(zmin=max(src["z_min"] - 0.3, 5.0), zmax=zmax, zstep_factor=1.1)
     lightconer = p21c.RectilinearLightconer.between_redshifts(
         min_redshift=src["z_min"], max_redshift=src["z_max"], resolution=inputs.simulation_options.cell_size,
         quantities=["brightness_temp", "neutral_fraction"])
@@ -285,14 +303,38 @@ def simulate_21cmfast(seed: int, src: dict, params: dict, cache_dir: Path) -> tu
     return cone, attrs
 
 
+def sampled_parameters(src: dict) -> list[str]:
+    """The parameters each light-cone is drawn with (and can be regressed on)."""
+    return TARGETS + (list(HEATING_TARGETS) if src.get("spin_temperature") else [])
+
+
+def check_config(cfg: dict) -> list[tuple[str, str]]:
+    """(key, problem) pairs of settings that contradict each other or the generator's parameters."""
+    problems = []
+    src = cfg["source"]
+    if src.get("kind") != "simulate":
+        return problems
+    if src["spin_temperature"] and src["generator"] != "21cmfast":
+        problems.append(("source.spin_temperature", "the built-in generator has no X-ray heating (it assumes "
+                                                    "T_S >> T_CMB): set source.generator: 21cmfast or drop the key"))
+    if cfg["task"] == "regression":
+        known = sampled_parameters(src)
+        unknown = [t for t in cfg.get("targets") or [] if t not in known]
+        if unknown:
+            hint = (" (log10_lx and e0_ev need source.spin_temperature: true)"
+                    if set(unknown) & set(HEATING_TARGETS) else "")
+            problems.append(("targets", f"{', '.join(unknown)} not drawn by the simulator, which draws "
+                                        f"{', '.join(known)}{hint}"))
+    return problems
+
+
 def simulate(src: dict, out_dir, seed: int, progress=None) -> list[dict]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(src["n_samples"]):
-        params = {"zeta": float(rng.uniform(*src["zeta"])), "log10_tvir": float(rng.uniform(*src["log10_tvir"])),
-                  "r_max": float(rng.uniform(*src["r_max"]))}
+        params = {name: float(rng.uniform(*src[name])) for name in sampled_parameters(src)}
         if src["generator"] == "21cmfast":
             cone, attrs = simulate_21cmfast(int(rng.integers(2**31)), src, params, out_dir / ".21cmfast-cache")
         else:
