@@ -180,10 +180,13 @@ class _Frame:
 
     def collection_efficiency(self, z_um: np.ndarray) -> np.ndarray:
         """The share of the charge freed at z that reaches the gates: none in the back's dead layer,
-        rising linearly through the partial-charge-collection layer behind it, all beyond."""
+        then rising linearly from back_surface_collection to full through the partial-charge-collection
+        layer (the differential-CCE profile of Stern et al. 1994), all beyond."""
         depth = self.src["thickness_um"] - np.asarray(z_um, dtype=float)
         dead, partial = self.src["dead_layer_um"], self.src["partial_collection_um"]
-        return np.clip((depth - dead) / max(partial, 1e-9), 0.0, 1.0)
+        start = self.src["back_surface_collection"]
+        rising = start + (1 - start) * np.clip((depth - dead) / max(partial, 1e-9), 0.0, 1.0)
+        return np.where(depth < dead, 0.0, rising)
 
     def transport(self, energy: float, pos: np.ndarray, direction: np.ndarray, label: int, collected=None):
         """CSDA path with Highland multiple scattering, energy from the range table; steps of 5 um, or a

@@ -114,7 +114,12 @@ SCHEMAS = {
                               "description": "surface: depth behind the back face where no charge is collected"},
             "partial_collection_um": {**_nonneg, "default": 2.0,
                                       "description": "surface: behind the dead layer, collection rises linearly to "
-                                                     "full over this depth"},
+                                                     "full over this depth (a few um on an untreated back, under 1 "
+                                                     "um on an optimised one: Fernandez-Moroni et al. 2020)"},
+            "back_surface_collection": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.0,
+                                        "description": "surface: the share collected at the start of the partial "
+                                                       "layer (0.21 over a 0.23 um implant measured by Stern et al. "
+                                                       "1994: dead_layer_um 0, partial_collection_um 0.23)"},
             "xray_lines_kev": {"type": "array", "items": _pos, "minItems": 1, "default": [5.9]},
             "xray_attenuation_um": {**_pos, "default": 29.0,
                                     "description": "absorption length of the X-rays in Si (29 um at 5.9 keV); they enter from the back"},
