@@ -1,6 +1,6 @@
 """What finer light-cone cells buy for R_max, and what they cost.
 
-    python benchmarks/lightcone_resolution.py [--cells 10 5 2.5] [--box-mpc 320]
+    python benchmarks/lightcone_resolution.py [--cells 10 5 2.5] [--box-mpc 320]   # from the repository root
 
 At a fixed box (sky width box-mpc, z 6-12) and fixed seed, zeta and T_vir, the built-in
 generator makes cones at R_max = 5, 7.5, 10, 15 and 25 Mpc for each cell size. Printed per cell size:
@@ -25,9 +25,10 @@ R_MAX_VALUES = (5.0, 7.5, 10.0, 15.0, 25.0)
 def train_step_seconds(cone: np.ndarray, repeats: int = 2) -> float:
     import torch
 
+    from sciconv.config import load_dataset, load_global
     from sciconv.models import build, model_args
 
-    model_cfg = {"name": "densenet", "init_features": 16, "growth_rate": 8, "block_config": [2, 4, 4]}
+    model_cfg = load_dataset("lightcone_demo", load_global("config/config.yaml")).cfg["model"]
     net = build(model_args(model_cfg, spatial_dims=3, in_channels=1, out_channels=3, input_size=None))
     n = cone.shape[2] // 2 * 2
     x = torch.as_tensor(cone[:, :, :n].reshape(*cone.shape[:2], n // 2, 2).mean(-1)[None, None], dtype=torch.float32)
