@@ -187,7 +187,7 @@ def test_x_ray_heating_in_21cmfast_cones_follows_l_x():
     from sciconv.config import schema_defaults
 
     src = schema_defaults(lc.SCHEMAS["source"]) | {"generator": "21cmfast", "spin_temperature": True,
-                                                    "sky_cells": 16, "z_min": 10.0, "z_max": 12.0}
+                                                    "sky_cells": 8, "z_min": 10.0, "z_max": 12.0}
     base = {"zeta": 30.0, "log10_tvir": 4.7, "r_max": 15.0, "e0_ev": 500.0}
     mean = {}
     for lx in (38.0, 42.0):

@@ -24,9 +24,12 @@ Simulator, in order (numbers and sources; see also shared/science.md):
     the spin-temperature-saturated limit.
   - Light-cone: coeval boxes at a ladder of redshifts, each line-of-sight slice taken at its
     comoving distance's redshift by interpolating the two boxes that bracket it; sky axes periodic.
-  - Optional instrument: Gaussian thermal noise, removal of the foreground wedge (the horizon limit
-    k_par <= D_c H / (c (1 + z)) k_perp plus a buffer, in line-of-sight chunks; Parsons et al. 2012,
-    Pober et al. 2014), and removal of each frequency slice's mean.
+  - Optional instrument (_interferometer.py): white noise per cell, or a named array's thermal
+    noise per Fourier mode from its 21cmSense uv coverage with the modes it never samples removed;
+    removal of the foreground wedge (the horizon limit k_par <= D_c H / (c (1 + z)) k_perp plus a
+    buffer, in line-of-sight chunks; Parsons et al. 2012, Pober et al. 2014); removal of each
+    frequency slice's mean.
+  - With generator 21cmfast and spin_temperature: 21cmFAST's X-ray heating (L_X, E_0).
 """
 
 from __future__ import annotations
