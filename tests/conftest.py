@@ -108,7 +108,7 @@ def tool_env():
 # file missing here, or a stale number, changes which worker runs what, never what a test checks.
 FILE_SECONDS = {"test_reliability.py": 320, "test_pipeline.py": 215, "test_lifecycle.py": 180,
                 "test_device_script.py": 160, "test_reruns.py": 135, "test_planning.py": 132, "test_mri.py": 112,
-                "test_recipe.py": 75, "test_learning.py": 43, "test_lightcone.py": 40, "test_mammography.py": 40,
+                "test_recipe.py": 75, "test_lightcone.py": 65, "test_learning.py": 43, "test_mammography.py": 40,
                 "test_layouts.py": 39, "test_browser.py": 37, "test_generic.py": 34, "test_batches.py": 29,
                 "test_distributed.py": 26, "test_signals.py": 25}
 
