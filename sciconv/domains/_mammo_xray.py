@@ -127,18 +127,18 @@ def beam(src: dict) -> Beam:
 
 
 def transmitted(b: Beam, thickness_cm: np.ndarray, rows_per_chunk: int = 64) -> np.ndarray:
-    """Per pixel (signal, variance, air kerma) of the primary beam per unit incident fluence.
+    """Per pixel (signal, variance, air kerma, photons) of the primary beam per unit incident fluence.
 
     thickness_cm: (materials, H, W). Each bin's transmission exp(-sum_m mu_m(E) t_m) weights the
-    detector's absorbed energy, its variance (compound Poisson) and the air kerma; done in row
-    chunks so memory stays flat in image size.
+    detector's absorbed energy, its variance (compound Poisson), the air kerma and the photon
+    count; done in row chunks so memory stays flat in image size.
     """
     _, height, width = thickness_cm.shape
-    weights = np.stack([b.absorbed, b.absorbed_sq, b.kerma], axis=1) * b.fluence[:, None]  # (bins, 3)
-    out = np.empty((3, height, width))
+    weights = np.stack([b.absorbed, b.absorbed_sq, b.kerma, np.ones_like(b.kerma)], axis=1) * b.fluence[:, None]
+    out = np.empty((weights.shape[1], height, width))
     for start in range(0, height, rows_per_chunk):
         t = thickness_cm[:, start:start + rows_per_chunk].reshape(len(MATERIALS), -1)
-        out[:, start:start + rows_per_chunk] = (np.exp(-(b.mu.T @ t)).T @ weights).T.reshape(3, -1, width)
+        out[:, start:start + rows_per_chunk] = (np.exp(-(b.mu.T @ t)).T @ weights).T.reshape(len(weights.T), -1, width)
     return out
 
 
@@ -192,16 +192,15 @@ def expose(rng: np.random.Generator, thickness_cm: np.ndarray, breast: np.ndarra
     """
     b = beam(src)
     pixel_mm = src["pixel_spacing_mm"]
-    primary = transmitted(b, thickness_cm)  # (signal, variance, kerma) per photon/mm^2 incident
+    primary = transmitted(b, thickness_cm)  # (signal, variance, kerma, photons) per photon/mm^2 incident
     spr = src["scatter_to_primary_per_cm"] * thickness_total_cm
     scattered = scatter(primary, breast, spr, src["scatter_radius_mm"] / pixel_mm) if spr > 0 else 0 * primary
     tp, ts = (src["grid_primary_transmission"], src["grid_scatter_transmission"]) if src["grid"] else (1.0, 1.0)
     total = tp * primary + ts * scattered
     reference = breast if breast.any() else np.ones_like(breast)
     if src.get("detector_quanta_per_mm2"):
-        # a fluence given directly: photons per mm^2 at the detector, from the kerma per photon
-        quanta_per_unit = total[2][reference].mean() / float((b.kerma * b.fluence).sum())
-        incident = float(src["detector_quanta_per_mm2"]) / quanta_per_unit
+        # a fluence given directly: photons per mm^2 reaching the detector behind the breast
+        incident = float(src["detector_quanta_per_mm2"]) / total[3][reference].mean()
     else:
         incident = src["detector_air_kerma_ugy"] / 1000.0 / total[2][reference].mean()  # photons/mm^2 entering
     area = pixel_mm**2
