@@ -111,3 +111,18 @@ def observe(cone: np.ndarray, slice_z: np.ndarray, cell_mpc: float, rng: np.rand
             modes[np.abs(kz)[None, None, :] <= float(wedge_slope(z)) * k_perp + wedge_buffer_per_mpc] = 0
         out[:, :, chunk] = np.fft.ifftn(modes).real
     return out
+
+
+def observed(cone: np.ndarray, slice_z: np.ndarray, src: dict, rng: np.random.Generator) -> np.ndarray:
+    """The instrument and the analysis between the sky and the cone: white noise (noise_mk), a named
+    array's thermal noise and unmeasured modes (telescope), the foreground wedge removed, each
+    frequency slice's mean removed."""
+    if src["noise_mk"] > 0:
+        cone = cone + rng.normal(0, src["noise_mk"], cone.shape)
+    telescope = None if src["telescope"] == "none" else src["telescope"]
+    if telescope or src["wedge"] == "horizon":
+        cone = observe(cone, slice_z, src["cell_mpc"], rng, telescope, src["observing_hours"], src["min_uv_coverage"],
+                       src["wedge_buffer_per_mpc"] if src["wedge"] == "horizon" else None)
+    if src["remove_slice_mean"]:
+        cone = cone - cone.mean(axis=(0, 1), keepdims=True)
+    return cone
